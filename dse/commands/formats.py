@@ -1,0 +1,64 @@
+"""``dse formats``: every registered atom and scale format with bits, range, values and source."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.table import Table
+
+from dse.render import console, print_json
+from quant.formats import get_atom, known_atom_names
+from quant.scales import BUILTIN_SCALES, get_scale
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("formats", help="list atom and scale formats with their exact properties")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(handler=run)
+
+
+def format_records() -> dict[str, list[dict[str, Any]]]:
+    atoms = []
+    for name in known_atom_names():
+        a = get_atom(name)
+        positive = [v for v in a.values if v > 0]
+        atoms.append({
+            "name": a.name, "kind": a.kind.value, "bits": a.code_bits, "values": a.n_values,
+            "min": a.values[0], "max": a.values[-1], "min_positive": min(positive),
+            "symmetric": a.symmetric, "signed_scale": a.signed_scale, "note": a.note, "source": a.source,
+        })
+    scales = []
+    for name in BUILTIN_SCALES:
+        s = get_scale(name)
+        scales.append({
+            "name": s.name, "bits": s.bits, "signed": s.signed, "metabit": s.metabit,
+            "significand_bits": s.significand_bits, "min_positive": s.min_positive, "max": s.max,
+            "values": None if s.exact else int(s.magnitudes.size), "source": s.source,
+        })
+    return {"atoms": atoms, "scales": scales}
+
+
+def run(args: argparse.Namespace) -> int:
+    records = format_records()
+    if args.json:
+        print_json(records)
+        return 0
+    out = console()
+    atoms = Table(title="Atom formats (element grids)")
+    for col in ("name", "kind", "bits", "values", "range", "min |v|>0", "source"):
+        atoms.add_column(col)
+    for a in records["atoms"]:
+        note = f" [{a['note']}]" if a["note"] else ""
+        atoms.add_row(a["name"], a["kind"], str(a["bits"]), str(a["values"]),
+                      f"{a['min']:.6g} .. {a['max']:.6g}", f"{a['min_positive']:.6g}", a["source"] + note)
+    out.print(atoms)
+    scales = Table(title="Scale formats")
+    for col in ("name", "bits", "signed", "significand bits", "min > 0", "max", "source"):
+        scales.add_column(col)
+    for s in records["scales"]:
+        scales.add_row(s["name"], str(s["bits"]), "yes" if s["signed"] else "no", str(s["significand_bits"]),
+                       f"{s['min_positive']:.6g}", f"{s['max']:.6g}", s["source"])
+    out.print(scales)
+    out.print("Any ExMy / INTn atom and any UExMy / ExMy / S1ExMy scale is generated on demand.")
+    return 0

@@ -1,0 +1,66 @@
+"""``dse measure``: reconstruction error of candidates on every tensor of a weight source."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dse.measurement import TOTAL, Measurement, measure_source
+from dse.render import console, fmt_sci, print_json
+from models.sources import open_source
+from quant import parse_candidate
+from quant.errors import DseError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("measure", help="measure the reconstruction error of candidates on real or synthetic weights")
+    p.add_argument("candidates", nargs="+", metavar="CANDIDATE", help="e.g. E2M3sUE4M4 E4M3sUE8M0@layer")
+    p.add_argument("--weights", required=True, metavar="SOURCE",
+                   help="minilm | FILE.safetensors | DIR | synthetic:gaussian | synthetic:laplace")
+    p.add_argument("--shape", default="4096x4096", help="synthetic matrix shape ROWSxCOLS (default 4096x4096)")
+    p.add_argument("--seed", type=int, default=0, help="synthetic seed (default 0)")
+    p.add_argument("--threads", type=int, default=None, help="threads per tensor (default: all cores)")
+    p.add_argument("--totals-only", action="store_true", help="show only the total row of each candidate")
+    p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    p.set_defaults(handler=run)
+
+
+def _parse_shape(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise DseError(f"--shape {text!r}: expected ROWSxCOLS with positive integers, e.g. 4096x4096")
+    return int(parts[0]), int(parts[1])
+
+
+def run(args: argparse.Namespace) -> int:
+    candidates = [parse_candidate(name) for name in args.candidates]
+    source = open_source(args.weights, shape=_parse_shape(args.shape), seed=args.seed)
+    infos = source.infos()
+    if not infos:
+        raise DseError(f"weights {args.weights!r}: no 2-D float tensors found")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console(), transient=True, disable=args.json) as progress:
+        task = progress.add_task("measuring", total=len(infos))
+        rows = measure_source(source, candidates, threads=args.threads,
+                              on_tensor=lambda info: progress.advance(task))
+    if args.json:
+        print_json([m.record() for m in rows])
+    else:
+        _print_table(rows, source.label, args.totals_only)
+    return 0
+
+
+def _print_table(rows: list[Measurement], label: str, totals_only: bool) -> None:
+    table = Table(title=f"Reconstruction error on {label}")
+    for col in ("candidate", "tensor", "elements", "bpw [bit]", "rel. MSE", "SQNR [dB]", "1-cos [ppm]"):
+        table.add_column(col, justify="left" if col in ("candidate", "tensor") else "right")
+    shown = [m for m in rows if m.tensor == TOTAL] if totals_only else rows
+    ordered = sorted(shown, key=lambda m: (m.tensor == TOTAL, m.tensor if m.tensor != TOTAL else "", rows.index(m)))
+    for m in ordered:
+        s = m.stats
+        tensor = "TOTAL (element-weighted)" if m.tensor == TOTAL else m.tensor + (" (pre-quantized)" if m.prequantized else "")
+        table.add_row(m.candidate, tensor, f"{m.numel:,}", f"{m.bpw:.4f}", fmt_sci(s.rel_mse),
+                      f"{s.sqnr_db:.2f}", f"{s.cos_deficit_ppm:.1f}", end_section=False)
+    console().print(table)

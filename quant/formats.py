@@ -1,0 +1,257 @@
+"""Atom formats: the element grids a block of weights is rounded onto.
+
+Every atom, whether an ExMy float, a symmetric integer or a codebook, is one frozen record
+holding its exact sorted values: the contents of the decode LUT. Floats generate their values
+by enumerating every code (as ml_dtypes does); codebooks write theirs out with a source.
+
+Names follow the SOP paper's candidate notation and are case-insensitive: ``E2M3``, ``E4M3``,
+``INT4``, ``NF4``, ``BOF4``, ``BOF4S64``... Any ExMy and INTn a user names is generated on
+demand; a user codebook is registered with :func:`register_codebook`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache, cached_property
+from types import MappingProxyType
+
+import numpy as np
+
+from quant import codebooks
+from quant.errors import UnknownFormatError
+from quant.floats import FloatSpec, Specials, ieee_bias
+from quant.lookup import LookupTable, Rounding, rounding_thresholds
+
+
+class AtomKind(enum.Enum):
+    """How an atom's values come about; decides how hardware decodes it."""
+
+    FLOAT = "float"
+    """ExMy encoding: decodable by shifting, no LUT needed."""
+    INT = "int"
+    """Symmetric integer grid -q..q."""
+    CODEBOOK = "codebook"
+    """Fixed table of values: decoded through a LUT."""
+    LEARNED = "learned"
+    """Per-tensor table fitted to the weights (DD4): decoded through a LUT, stored per layer."""
+
+
+@dataclass(frozen=True)
+class AtomFormat:
+    """The representable values of one atom format."""
+
+    name: str
+    """Canonical name as printed in candidate names, e.g. ``E2M3`` or ``NF4``."""
+    values: tuple[float, ...]
+    """Sorted, unique, exact values (each exactly a float32)."""
+    code_bits: int
+    """Width of one stored code in bits."""
+    kind: AtomKind
+    source: str
+    """Spec or paper (and table) the values come from."""
+    codes: tuple[int, ...] = ()
+    """Bit pattern stored for each value (floats: the encoding; otherwise the index)."""
+    float_spec: FloatSpec | None = None
+    signed_scale: bool = False
+    """Designed for signed-absmax block scales (the block extreme maps to +max), e.g. BOF4-S."""
+    note: str = ""
+    """Caveat shown by ``dse formats`` (e.g. 'reconstructed')."""
+    ml_dtypes_name: str | None = None
+    """Independent implementation used as the test oracle, when ml_dtypes has one."""
+
+    def __post_init__(self) -> None:
+        if not self.codes:
+            object.__setattr__(self, "codes", tuple(range(len(self.values))))
+
+    @property
+    def n_values(self) -> int:
+        return len(self.values)
+
+    @property
+    def qmax(self) -> float:
+        """Largest magnitude: absmax scaling maps a block's largest |w| here."""
+        return max(abs(self.values[0]), abs(self.values[-1]))
+
+    @property
+    def top(self) -> float:
+        """Largest positive value: signed-absmax scaling maps the block extreme here."""
+        return self.values[-1]
+
+    @property
+    def symmetric(self) -> bool:
+        v = np.asarray(self.values)
+        return bool(np.array_equal(v, -v[::-1]))
+
+    @property
+    def emax(self) -> int:
+        """Exponent of the top binade, floor(log2(qmax)): the OCP MX scale rule subtracts it."""
+        return math.floor(math.log2(self.qmax))
+
+    @cached_property
+    def table(self) -> LookupTable:
+        """Round-to-nearest onto the values; ties to even codes for FP/INT (as ml_dtypes/rint)."""
+        values = np.asarray(self.values, dtype=np.float64)
+        if self.kind in (AtomKind.FLOAT, AtomKind.INT):
+            even = np.asarray(self.codes) % 2 == 0
+            if self.kind is AtomKind.INT:
+                even = np.asarray(self.values) % 2 == 0  # rint: ties to the even integer
+            thresholds = rounding_thresholds(values, Rounding.NEAREST_EVEN, even)
+        else:
+            thresholds = rounding_thresholds(values, Rounding.NEAREST_UP)
+        return LookupTable.build(values, thresholds)
+
+
+def _float_atom(
+    e: int, m: int, specials: Specials, ml_name: str | None, source: str
+) -> AtomFormat:
+    spec = FloatSpec(e, m, ieee_bias(e), signed=True, specials=specials)
+    pairs = spec.decode_all()
+    negatives = [(-v, c | (1 << (e + m))) for v, c in reversed(pairs) if v > 0]
+    pairs = negatives + pairs
+    return AtomFormat(
+        name=f"E{e}M{m}",
+        values=tuple(v for v, _ in pairs),
+        codes=tuple(c for _, c in pairs),
+        code_bits=spec.bits,
+        kind=AtomKind.FLOAT,
+        source=source,
+        float_spec=spec,
+        ml_dtypes_name=ml_name,
+    )
+
+
+def _int_atom(bits: int) -> AtomFormat:
+    q = (1 << (bits - 1)) - 1
+    return AtomFormat(
+        name=f"INT{bits}",
+        values=tuple(float(k) for k in range(-q, q + 1)),
+        codes=tuple(k & ((1 << bits) - 1) for k in range(-q, q + 1)),
+        code_bits=bits,
+        kind=AtomKind.INT,
+        source=f"symmetric two's-complement -{q}..{q} (the -{q + 1} code unused), "
+        "as mit-han-lab/fouroversix quantize/pytorch/reference.py",
+    )
+
+
+def _codebook(
+    name: str, values: Iterable[float], source: str, *, signed_scale: bool = False,
+    kind: AtomKind = AtomKind.CODEBOOK, note: str = "",
+) -> AtomFormat:
+    v32 = np.asarray(list(values), dtype=np.float32)
+    if v32.size < 2 or not np.all(np.isfinite(v32)):
+        raise UnknownFormatError(f"codebook {name!r} needs at least two finite values")
+    uniq = np.unique(v32)
+    if uniq.size != v32.size:
+        raise UnknownFormatError(f"codebook {name!r} has duplicate values (after float32 rounding)")
+    return AtomFormat(
+        name=name,
+        values=tuple(float(x) for x in uniq),
+        code_bits=max(1, math.ceil(math.log2(uniq.size))),
+        kind=kind,
+        source=source,
+        signed_scale=signed_scale,
+        note=note,
+    )
+
+
+_OCP_MX = "OCP MX v1.0 §5.3; microsoft/microxcaling mx/formats.py"
+_OCP_FP8 = "OCP OFP8 (8-bit floating point) v1.0, Table 1"
+
+
+def _builtin_atoms() -> dict[str, AtomFormat]:
+    atoms = [
+        _float_atom(2, 1, Specials.NONE, "float4_e2m1fn", f"FP4 E2M1: {_OCP_MX}"),
+        _float_atom(2, 3, Specials.NONE, "float6_e2m3fn", f"FP6 E2M3: {_OCP_MX}"),
+        _float_atom(3, 2, Specials.NONE, "float6_e3m2fn", f"FP6 E3M2: {_OCP_MX}"),
+        _float_atom(4, 3, Specials.FN, "float8_e4m3fn", f"FP8 E4M3 (max 448): {_OCP_FP8}"),
+        _float_atom(5, 2, Specials.IEEE, "float8_e5m2", f"FP8 E5M2: {_OCP_FP8}"),
+        _int_atom(4),
+        _int_atom(8),
+        _codebook("NF4", codebooks.NF4, codebooks.NF4_SOURCE),
+        _codebook("BOF4", codebooks.BOF4_MSE_64, codebooks.bof4_source("Table 6, MSE, I=64")),
+        _codebook("BOF4MAE", codebooks.BOF4_MAE_64, codebooks.bof4_source("Table 6, MAE, I=64")),
+        _codebook(
+            "BOF4SMAE64", codebooks.BOF4S_MAE_64,
+            codebooks.bof4_source("Table 6, BOF4-S MAE, I=64"), signed_scale=True,
+        ),
+    ]
+    for block, values in codebooks.BOF4S_MSE.items():
+        table = "Table 6" if block == 64 else "Table 7"
+        atoms.append(
+            _codebook(
+                f"BOF4S{block}", values,
+                codebooks.bof4_source(f"{table}, BOF4-S MSE, I={block}"), signed_scale=True,
+            )
+        )
+    return {a.name: a for a in atoms}
+
+
+_BUILTIN = _builtin_atoms()
+_USER: dict[str, AtomFormat] = {}
+
+ATOMS: Mapping[str, AtomFormat] = MappingProxyType(_BUILTIN)
+"""Built-in atoms by canonical name (read-only). User codebooks live beside them."""
+
+_FLOAT_NAME = re.compile(r"E(\d+)M(\d+)")
+_INT_NAME = re.compile(r"INT(\d+)")
+
+
+def register_codebook(name: str, values: Iterable[float], source: str = "user-defined") -> AtomFormat:
+    """Register (or replace) a user codebook, e.g. a vendor grid whose values we do not ship.
+
+    A user codebook may replace a reconstructed built-in of the same name (Split87, SH4), but
+    not an exact one.
+    """
+    key = name.upper()
+    if key in _BUILTIN and not _BUILTIN[key].note.startswith("reconstructed"):
+        raise UnknownFormatError(f"codebook name {name!r} is a built-in format; choose another name")
+    if _FLOAT_NAME.fullmatch(key) or _INT_NAME.fullmatch(key):
+        raise UnknownFormatError(f"codebook name {name!r} would shadow a float/int format name")
+    atom = _codebook(key, values, source)
+    _USER[key] = atom
+    return atom
+
+
+def known_atom_names() -> list[str]:
+    return sorted(set(_BUILTIN) | set(_USER))
+
+
+def get_atom(name: str) -> AtomFormat:
+    """The atom called ``name`` (case-insensitive); generates any ExMy / INTn on demand."""
+    key = name.strip().upper()
+    if key in _USER:
+        return _USER[key]
+    if key in _BUILTIN:
+        return _BUILTIN[key]
+    return _generated_atom(key, name)
+
+
+@cache
+def _generated_atom(key: str, name: str) -> AtomFormat:
+    if match := _FLOAT_NAME.fullmatch(key):
+        e, m = int(match[1]), int(match[2])
+        if not (1 <= e <= 8 and 0 <= m <= 10 and e + m <= 15):
+            raise UnknownFormatError(f"float atom {name!r}: need 1<=E<=8, 0<=M<=10, E+M<=15")
+        if m == 0:
+            raise UnknownFormatError(f"float atom {name!r}: an atom needs mantissa bits (M>=1)")
+        # A user-named ExMy other than the OCP FP8 pair is taken as all-finite (no Inf/NaN),
+        # the OCP MX convention for FP4/FP6 elements: every code is a usable value.
+        return _float_atom(e, m, Specials.NONE, None, f"ExMy E{e}M{m}, bias {ieee_bias(e)}, "
+                           "subnormals, all codes finite (OCP MX element convention)")
+    if match := _INT_NAME.fullmatch(key):
+        bits = int(match[1])
+        if not 2 <= bits <= 16:
+            raise UnknownFormatError(f"integer atom {name!r}: need 2 <= bits <= 16")
+        return _int_atom(bits)
+    raise UnknownFormatError(_unknown_message("atom format", name, known_atom_names()))
+
+
+def _unknown_message(kind: str, name: str, known: list[str], generated: str = "any ExMy / INTn") -> str:
+    close = difflib.get_close_matches(name.upper(), known, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"unknown {kind} {name!r}{hint} (known: {', '.join(known)}, or {generated}; see `dse formats`)"

@@ -1,0 +1,153 @@
+"""Exact rounding of float32 arrays onto a sorted value set, fast.
+
+Every atom grid and every scale grid in sop-dse is a sorted table of values, so one kernel
+rounds onto all of them. ``np.searchsorted`` is exact but costs ~35 ns per element; instead we
+bucket the input by the top bits of its float32 encoding (sign, exponent and ``k`` mantissa
+bits). Buckets are monotone in value, so if each bucket holds at most one decision threshold
+the answer is "the bucket's lower index, plus one if y >= that threshold": one 16-byte gather
+and one compare per element, exact by construction (the table is checked when built).
+
+Thresholds are float32 numbers with the rule ``index = #{i : y >= t_i}``; any rounding rule
+(nearest with a tie policy, ceil, floor) reduces to that form, see :func:`rounding_thresholds`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Largest bucket table we build: 2**18 buckets x 16 bytes = 4 MiB. Value sets needing more
+# (two levels closer than ~2**-9 relative) fall back to searchsorted, which is exact but slow.
+_MAX_MANTISSA_BITS = 9
+
+
+class Rounding(enum.Enum):
+    """How a real number is mapped onto a sorted value set."""
+
+    NEAREST_EVEN = "nearest-even"
+    """Nearest value; a tie goes to the value whose code is even (IEEE/OCP RNE, as ml_dtypes)."""
+    NEAREST_UP = "nearest-up"
+    """Nearest value; a tie goes to the larger value (codebooks: ties have measure zero)."""
+    CEIL = "ceil"
+    """Smallest value >= y (saturates at the largest value)."""
+    FLOOR = "floor"
+    """Largest value <= y (saturates at the smallest value)."""
+
+
+def _ceil32(x: np.ndarray) -> np.ndarray:
+    """Smallest float32 >= x (x float64)."""
+    f = x.astype(np.float32)
+    below = f.astype(np.float64) < x
+    return np.where(below, np.nextafter(f, np.float32(np.inf)), f)
+
+
+def _above32(x: np.ndarray) -> np.ndarray:
+    """Smallest float32 > x (x float64)."""
+    f = _ceil32(x)
+    equal = f.astype(np.float64) == x
+    return np.where(equal, np.nextafter(f, np.float32(np.inf)), f)
+
+
+def rounding_thresholds(
+    values: np.ndarray, rounding: Rounding, even_code: np.ndarray | None = None
+) -> np.ndarray:
+    """Float32 thresholds t (len n-1) such that ``index = #{i : y >= t_i}`` implements ``rounding``.
+
+    Args:
+        values: sorted, unique float64 values (each exactly representable in float32).
+        rounding: the rule.
+        even_code: for NEAREST_EVEN, a bool per value, True where that value's code is even.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < 2:
+        return np.zeros(0, dtype=np.float32)
+    if rounding is Rounding.CEIL:
+        return _above32(v[:-1])
+    if rounding is Rounding.FLOOR:
+        return _ceil32(v[1:])
+    mid = (v[:-1] + v[1:]) / 2  # exact in float64: both values are float32
+    if rounding is Rounding.NEAREST_UP:
+        return _ceil32(mid)
+    if even_code is None:
+        raise ValueError("NEAREST_EVEN needs the parity of each value's code")
+    tie_up = np.asarray(even_code[1:], dtype=bool)  # a tie goes up iff the upper code is even
+    return np.where(tie_up, _ceil32(mid), _above32(mid))
+
+
+@dataclass(frozen=True, eq=False)
+class LookupTable:
+    """Rounds float32 arrays onto ``values`` with precomputed ``thresholds``."""
+
+    values: np.ndarray
+    """(n,) float32 sorted values."""
+    thresholds: np.ndarray
+    """(n-1,) float32 decision thresholds: index = #{i : y >= t_i}."""
+    shift: np.uint32 = field(default=np.uint32(0))
+    """Right shift of the float32 bit pattern that gives the bucket."""
+    bucket_threshold: np.ndarray | None = field(default=None, repr=False)
+    """(n_buckets,) float32: the one threshold inside each bucket (+inf if none)."""
+    bucket_value: np.ndarray | None = field(default=None, repr=False)
+    """(2 * n_buckets,) float32: value below / above the bucket's threshold, interleaved."""
+    bucket_index: np.ndarray | None = field(default=None, repr=False)
+    """(2 * n_buckets,) uint16: index into ``values`` below / above, interleaved."""
+
+    @classmethod
+    def build(cls, values: np.ndarray, thresholds: np.ndarray) -> LookupTable:
+        v = np.asarray(values, dtype=np.float32)
+        t = np.asarray(thresholds, dtype=np.float32)
+        if v.size != t.size + 1:
+            raise ValueError("need exactly one threshold between consecutive values")
+        for k in range(_MAX_MANTISSA_BITS + 1):
+            buckets = _bucket_rows(t, k)
+            if buckets is not None:
+                threshold, lower = buckets
+                index = np.stack([lower, np.minimum(lower + 1, v.size - 1)], axis=1).reshape(-1)
+                return cls(v, t, np.uint32(23 - k), threshold, v[index], index.astype(np.uint16))
+        return cls(v, t)
+
+    def index(self, y: np.ndarray) -> np.ndarray:
+        """Index into ``values`` for each element of float32 ``y`` (same shape)."""
+        if self.bucket_index is None:
+            return np.searchsorted(self.thresholds, y, side="right").astype(np.uint16)
+        return np.take(self.bucket_index, self._slot(y))
+
+    def round(self, y: np.ndarray) -> np.ndarray:
+        """The rounded float32 value of each element of ``y`` (same shape)."""
+        if self.bucket_value is None:
+            return self.values[self.index(y)]
+        return np.take(self.bucket_value, self._slot(y))
+
+    def _slot(self, y: np.ndarray) -> np.ndarray:
+        """2 * bucket + (y >= the bucket's threshold)."""
+        assert self.bucket_threshold is not None
+        y = np.ascontiguousarray(y, dtype=np.float32)
+        bucket = y.view(np.uint32) >> self.shift
+        above = y >= np.take(self.bucket_threshold, bucket)
+        slot = bucket << np.uint32(1)
+        slot |= above
+        return slot
+
+
+def _bucket_rows(t: np.ndarray, mantissa_bits: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(threshold inside, index below it) per bucket, or None if a bucket holds two thresholds."""
+    shift = 23 - mantissa_bits
+    n_buckets = 1 << (32 - shift)
+    first = (np.arange(n_buckets, dtype=np.uint64) << np.uint64(shift)).astype(np.uint32)
+    last = first | np.uint32((1 << shift) - 1)
+    with np.errstate(invalid="ignore"):
+        a = first.view(np.float32).astype(np.float64)
+        b = last.view(np.float32).astype(np.float64)
+    finite = np.isfinite(a) & np.isfinite(b)  # NaN/Inf buckets: inputs are checked finite
+    lo_edge = np.where(finite, np.minimum(a, b), 0.0)
+    hi_edge = np.where(finite, np.maximum(a, b), 0.0)
+    t64 = t.astype(np.float64)
+    lo_idx = np.searchsorted(t64, lo_edge, side="right")
+    hi_idx = np.searchsorted(t64, hi_edge, side="right")
+    if np.any(hi_idx - lo_idx > 1):
+        return None
+    inside = hi_idx > lo_idx
+    padded = np.append(t, np.float32(np.inf))
+    threshold = np.where(inside, padded[lo_idx], np.float32(np.inf)).astype(np.float32)
+    return threshold, lo_idx

@@ -1,0 +1,137 @@
+"""Reconstruction-error metrics, accumulated in float64 and additive across chunks and tensors.
+
+For a layer y = x W^T, the output error is E||X (W - W_hat)^T||^2; keeping the diagonal of X^T X
+gives sum_j h_j sum_r (W - W_hat)_rj^2 with h_j = ||X_:,j||^2, the activation weight of input
+channel j (GPTQ's Hessian diagonal up to a factor 2; shared/docs/formats.md §3.3). The weighted
+metrics below use that h; with h = 1 they are the plain ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """Sufficient statistics of one (tensor, candidate) reconstruction; ``+`` merges tensors."""
+
+    numel: int
+    sum_w2: float
+    """sum w^2"""
+    sum_q2: float
+    """sum w_hat^2"""
+    sum_d2: float
+    """sum (w_hat - w)^2"""
+    hsum_w2: float = math.nan
+    """sum h_j w^2 (activation-weighted; NaN when no activation weights were given)"""
+    hsum_q2: float = math.nan
+    hsum_d2: float = math.nan
+    hsum: float = math.nan
+    """sum over elements of h_j (normalises the weighted MSE)"""
+
+    def __add__(self, other: ErrorStats) -> ErrorStats:
+        return ErrorStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    @property
+    def mse(self) -> float:
+        return self.sum_d2 / self.numel
+
+    @property
+    def rel_mse(self) -> float:
+        """sum (w_hat - w)^2 / sum w^2 (NMSE)."""
+        return _ratio(self.sum_d2, self.sum_w2)
+
+    @property
+    def sqnr_db(self) -> float:
+        return _db(self.rel_mse)
+
+    @property
+    def cosine(self) -> float:
+        return 1.0 - _cos_deficit(self.sum_w2, self.sum_q2, self.sum_d2)
+
+    @property
+    def cos_deficit_ppm(self) -> float:
+        """(1 - cosine) in parts per million, computed without cancellation."""
+        return 1e6 * _cos_deficit(self.sum_w2, self.sum_q2, self.sum_d2)
+
+    @property
+    def weighted(self) -> bool:
+        return not math.isnan(self.hsum)
+
+    @property
+    def act_mse(self) -> float:
+        """Activation-weighted MSE: sum h_j d^2 / sum h_j."""
+        return _ratio(self.hsum_d2, self.hsum)
+
+    @property
+    def act_rel_mse(self) -> float:
+        return _ratio(self.hsum_d2, self.hsum_w2)
+
+    @property
+    def acos_deficit_ppm(self) -> float:
+        """1 - ACos in ppm: the activation-weighted cosine (SOP's metric, formats.md §3.3)."""
+        return 1e6 * _cos_deficit(self.hsum_w2, self.hsum_q2, self.hsum_d2)
+
+
+def _ratio(a: float, b: float) -> float:
+    if b == 0.0:
+        return 0.0 if a == 0.0 else math.inf
+    return a / b
+
+
+def _db(rel: float) -> float:
+    if rel == 0.0:
+        return math.inf
+    return -10.0 * math.log10(rel)
+
+
+def _cos_deficit(a: float, b: float, d: float) -> float:
+    """1 - <w, q>/(|w||q|) from A=|w|^2, B=|q|^2, D=|q-w|^2.
+
+    <w,q> = (A + B - D)/2, so 1 - cos = (D - (sqrt A - sqrt B)^2) / (2 sqrt(AB)): the
+    subtraction there is second order, so the deficit keeps D's relative precision.
+    """
+    if math.isnan(a):
+        return math.nan
+    if a == 0.0 or b == 0.0:
+        return 0.0 if a == b else 1.0
+    ra, rb = math.sqrt(a), math.sqrt(b)
+    return max(0.0, (d - (ra - rb) ** 2) / (2.0 * ra * rb))
+
+
+def chunk_stats(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None) -> ErrorStats:
+    """Statistics of one chunk: ``w``, ``w_hat`` and ``h`` (per-element weights or None) alike in shape.
+
+    The error sum D is accumulated in float64; sum w^2 and sum w_hat^2 use numpy's pairwise
+    float32 summation (relative error < 1e-6 per chunk) and are summed across chunks in float64.
+    That is enough: 1 - cosine depends on them only to second order (see ``_cos_deficit``).
+    """
+    d = (w_hat - w).astype(np.float64).reshape(-1)
+    if h is None:
+        return ErrorStats(w.size, _sumsq32(w), _sumsq32(w_hat), float(d @ d))
+    hf = h.reshape(-1)
+    d2 = d * d
+    w2 = np.square(w, dtype=np.float64).reshape(-1)
+    q2 = np.square(w_hat, dtype=np.float64).reshape(-1)
+    return ErrorStats(
+        numel=w.size,
+        sum_w2=float(w2.sum()),
+        sum_q2=float(q2.sum()),
+        sum_d2=float(d2.sum()),
+        hsum_w2=float(w2 @ hf),
+        hsum_q2=float(q2 @ hf),
+        hsum_d2=float(d2 @ hf),
+        hsum=float(hf.sum()),
+    )
+
+
+def _sumsq32(a: np.ndarray) -> float:
+    sq = np.square(a, dtype=np.float32)
+    return float(np.add.reduce(sq, axis=None, dtype=np.float32))
+
+
+ZERO = ErrorStats(0, 0.0, 0.0, 0.0)
+ZERO_WEIGHTED = ErrorStats(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
