@@ -200,6 +200,10 @@ def parse_candidate(text: str) -> Candidate:
             raise CandidateError(f"candidate {raw!r}: unknown option {opt!r} (known: {known})")
     if block is None and tensor is not TensorScale.NONE:
         raise CandidateError(f"candidate {raw!r}: an @layer scale is already per tensor; drop :{tensor.value}")
+    if tensor is not TensorScale.NONE and scale.wide_range:
+        raise CandidateError(
+            f"candidate {raw!r}: {scale.name} spans more range than any tensor needs; drop :{tensor.value}"
+        )
     if block is None and rule in (ScaleRule.MSE, ScaleRule.FOUR_OVER_SIX):
         raise CandidateError(f"candidate {raw!r}: :{rule.value} searches per block; use a block size")
     return Candidate(atom, scale, block, rule, signed, tensor)

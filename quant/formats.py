@@ -111,8 +111,6 @@ def _float_atom(
 ) -> AtomFormat:
     spec = FloatSpec(e, m, ieee_bias(e), signed=True, specials=specials)
     pairs = spec.decode_all()
-    negatives = [(-v, c | (1 << (e + m))) for v, c in reversed(pairs) if v > 0]
-    pairs = negatives + pairs
     return AtomFormat(
         name=f"E{e}M{m}",
         values=tuple(v for v, _ in pairs),

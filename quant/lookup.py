@@ -14,6 +14,7 @@ Thresholds are float32 numbers with the rule ``index = #{i : y >= t_i}``; any ro
 from __future__ import annotations
 
 import enum
+from fractions import Fraction
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,18 +37,25 @@ class Rounding(enum.Enum):
     """Largest value <= y (saturates at the smallest value)."""
 
 
-def _ceil32(x: np.ndarray) -> np.ndarray:
-    """Smallest float32 >= x (x float64)."""
-    f = x.astype(np.float32)
-    below = f.astype(np.float64) < x
-    return np.where(below, np.nextafter(f, np.float32(np.inf)), f)
+_F32_MAX = np.finfo(np.float32).max
 
 
-def _above32(x: np.ndarray) -> np.ndarray:
-    """Smallest float32 > x (x float64)."""
+def _ceil32(x: Fraction) -> np.float32:
+    """Smallest float32 >= x, exactly (a float64 midpoint can absorb a tiny addend)."""
+    f = np.float32(min(float(x), float(_F32_MAX)))
+    while Fraction(float(f)) < x:
+        if f == _F32_MAX:
+            return np.float32(np.inf)  # nothing finite is >= x: the threshold is never reached
+        f = np.nextafter(f, np.float32(np.inf))
+    while Fraction(float(below := np.nextafter(f, np.float32(-np.inf)))) >= x:
+        f = below
+    return f
+
+
+def _above32(x: Fraction) -> np.float32:
+    """Smallest float32 > x."""
     f = _ceil32(x)
-    equal = f.astype(np.float64) == x
-    return np.where(equal, np.nextafter(f, np.float32(np.inf)), f)
+    return np.nextafter(f, np.float32(np.inf)) if np.isfinite(f) and Fraction(float(f)) == x else f
 
 
 def rounding_thresholds(
@@ -55,25 +63,27 @@ def rounding_thresholds(
 ) -> np.ndarray:
     """Float32 thresholds t (len n-1) such that ``index = #{i : y >= t_i}`` implements ``rounding``.
 
+    Computed in exact rational arithmetic, so the lookup is exact for every float32 input.
+
     Args:
-        values: sorted, unique float64 values (each exactly representable in float32).
+        values: sorted, unique values (each exactly representable in float32).
         rounding: the rule.
         even_code: for NEAREST_EVEN, a bool per value, True where that value's code is even.
     """
-    v = np.asarray(values, dtype=np.float64)
-    if v.size < 2:
-        return np.zeros(0, dtype=np.float32)
+    v = [Fraction(float(x)) for x in np.asarray(values, dtype=np.float64)]
     if rounding is Rounding.CEIL:
-        return _above32(v[:-1])
-    if rounding is Rounding.FLOOR:
-        return _ceil32(v[1:])
-    mid = (v[:-1] + v[1:]) / 2  # exact in float64: both values are float32
-    if rounding is Rounding.NEAREST_UP:
-        return _ceil32(mid)
-    if even_code is None:
-        raise ValueError("NEAREST_EVEN needs the parity of each value's code")
-    tie_up = np.asarray(even_code[1:], dtype=bool)  # a tie goes up iff the upper code is even
-    return np.where(tie_up, _ceil32(mid), _above32(mid))
+        out = [_above32(x) for x in v[:-1]]
+    elif rounding is Rounding.FLOOR:
+        out = [_ceil32(x) for x in v[1:]]
+    else:
+        mids = [(a + b) / 2 for a, b in zip(v[:-1], v[1:])]
+        if rounding is Rounding.NEAREST_UP:
+            out = [_ceil32(m) for m in mids]
+        elif even_code is None:
+            raise ValueError("NEAREST_EVEN needs the parity of each value's code")
+        else:  # a tie goes up iff the upper value's code is even
+            out = [_ceil32(m) if up else _above32(m) for m, up in zip(mids, even_code[1:])]
+    return np.array(out, dtype=np.float32)
 
 
 @dataclass(frozen=True, eq=False)

@@ -20,10 +20,13 @@ from typing import TypeVar
 
 import numpy as np
 
+from quant._allocator import keep_chunks_in_heap
 from quant.candidate import Candidate, ScaleRule, TensorScale
 from quant.errors import WeightError
 from quant.lookup import Rounding
 from quant.metrics import ErrorStats, chunk_stats
+
+keep_chunks_in_heap()
 
 CHUNK_ELEMENTS = 1 << 16  # 256 KiB of float32 per operand: the chunk's temporaries fit in L2
 
@@ -35,6 +38,7 @@ _MSE_CANDIDATES = ((1.0, Rounding.NEAREST_EVEN), (1.0, Rounding.CEIL), (1.5, Rou
 _FOUR_OVER_SIX = ((1.0, Rounding.NEAREST_EVEN), (1.5, Rounding.NEAREST_EVEN))
 
 T = TypeVar("T")
+_F32_TINY = float(np.finfo(np.float32).tiny)
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,8 @@ def _tensor_factor(c: Candidate, amax: float, trials: tuple[tuple[float, Roundin
     g = amax / (c.target * top)
     if c.tensor_scale is TensorScale.POT:
         g = 2.0 ** math.ceil(math.log2(g))
-    return np.float32(g)
+    # A factor below float32's normal range would lose bits (or flush to 0) in s * g.
+    return np.float32(max(g, _F32_TINY))
 
 
 def _rule_rounding(rule: ScaleRule) -> Rounding:

@@ -133,8 +133,8 @@ def _make_scale(key: str, e: int, m: int, signed: bool, meta: bool) -> ScaleForm
         specials = Specials.NONE
         if signed and (e, m) == (4, 3):
             specials = Specials.FN  # the OFP8 E4M3 encoding NVFP4 stores its block scales in
-        elif signed and (e, m) == (5, 2):
-            specials = Specials.IEEE
+        elif e == 8 or (signed and (e, m) == (5, 2)):
+            specials = Specials.IEEE  # E5M2 as OFP8; E8My as BF16-like (top exponent Inf/NaN)
         spec = FloatSpec(e, m, ieee_bias(e), signed=False, specials=specials)
         source = (
             f"{'signed' if signed else 'unsigned'} E{e}M{m}, bias {ieee_bias(e)}, subnormals"

@@ -1,0 +1,102 @@
+"""Candidate names parse and print both ways; bit counts equal an independent count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from quant import parse_candidate, quantize
+from quant.candidate import ScaleRule, TensorScale
+from quant.errors import CandidateError, UnknownFormatError
+
+ATOMS = ["E2M1", "E2M3", "E3M2", "E4M3", "E5M2", "INT4", "INT8", "NF4", "BOF4", "BOF4S32", "E3M3", "E1M2"]
+SCALES = ["UE8M0", "UE4M4", "UE4M3", "UE5M7", "E4M3", "S1E5M5", "FP32", "E8M7"]
+WIDE = ("UE8M0", "FP32", "E8M7")
+BLOCKS = ["", "@8", "@16", "@32", "@64", "@layer"]
+
+
+@st.composite
+def candidate_names(draw) -> str:
+    block = draw(st.sampled_from(BLOCKS))
+    opts = draw(st.lists(st.sampled_from(["nearest", "ceil", "floor", "signed", "absmax"]), max_size=2))
+    if block != "@layer":
+        opts += draw(st.lists(st.sampled_from(["mse", "4o6", "tfp32", "tpot", "tnone"]), max_size=2))
+    scale = draw(st.sampled_from(SCALES))
+    if scale in WIDE:
+        opts = [o for o in opts if o not in ("tfp32", "tpot")]
+    name = draw(st.sampled_from(ATOMS)) + "s" + scale + block
+    name = "".join([name, *(f":{o}" for o in opts)])
+    return name.lower() if draw(st.booleans()) else name
+
+
+@given(candidate_names())
+def test_parse_print_round_trip(name):
+    c = parse_candidate(name)
+    assert parse_candidate(c.name) == c
+    assert parse_candidate(c.name.lower()) == c
+    assert c.name == parse_candidate(c.name).name
+
+
+@pytest.mark.parametrize(("name", "bpw"), [
+    ("E2M3sUE4M4", 6.5),          # SOP headline format (formats.md §2.3)
+    ("E2M1sE4M3@16", 4.5),        # NVFP4
+    ("E2M1sUE8M0@32", 4.25),      # MXFP4
+    ("E2M3sUE8M0@32", 6.25),      # MXFP6
+    ("E4M3sUE8M0@32", 8.25),      # MXFP8
+    ("NF4sFP32@64", 4.5),         # bitsandbytes NF4 without double quant
+    ("E2M3sS1E5M5", 6.75),        # 6-bit atom + 12-bit scale, g = 16
+    ("E4M3sUE8M0@layer", 8.0),    # per-layer POT FP8 baseline
+    ("BOF4S32sUE4M4@32", 4 + 8 / 32 + 1 / 32),  # signed absmax on an unsigned scale: +1 sign bit
+    ("BOF4S32sE4M3@32", 4 + 8 / 32),            # ... free in E4M3's sign bit
+])
+def test_nominal_bpw(name, bpw):
+    assert parse_candidate(name).nominal_bpw == pytest.approx(bpw, abs=1e-12)
+
+
+def test_per_tensor_constants():
+    assert parse_candidate("E4M3sUE8M0@layer").bits(1000).bpw == 8.0 + 8 / 1000
+    assert parse_candidate("E2M3sUE4M4").bits(1000).bpw == 6.5 + 32 / 1000  # FP32 tensor factor
+    assert parse_candidate("E2M3sUE4M4:tpot").bits(1000).bpw == 6.5 + 8 / 1000
+    assert parse_candidate("E2M1sUE8M0@32").bits(1000).tensor_bits == 0
+
+
+@pytest.mark.parametrize("name", ["E2M3sUE4M4", "E2M1sE4M3@16:4o6", "NF4sFP32@64", "E4M3sUE8M0@layer",
+                                  "BOF4S32sUE4M4@32", "INT4sUE8M0@8"])
+def test_bits_equal_what_quantize_stores(name):
+    """Independent count: code width x codes + scale width x stored scales + sign bits + constants."""
+    c = parse_candidate(name)
+    w = np.random.default_rng(0).standard_normal((64, 128)).astype(np.float32)
+    q = quantize(w, c)
+    n_scales = 1 if c.block_size is None else q.scales.size  # @layer: one scale, broadcast per row
+    assert np.unique(q.scales).size == 1 or c.block_size is not None
+    stored = c.atom.code_bits * q.codes.size + c.scale.bits * n_scales
+    if c.block_size is not None:
+        stored += q.scales.size * (c.signed and not c.scale.signed)
+        stored += {TensorScale.NONE: 0, TensorScale.FP32: 32, TensorScale.POT: 8}[c.tensor_scale]
+    assert c.bits(w.size).total_bits == pytest.approx(stored)
+
+
+def test_defaults():
+    assert parse_candidate("E2M1sUE8M0@32").rule is ScaleRule.FLOOR  # OCP MX rule for POT scales
+    assert parse_candidate("E4M3sUE8M0@layer").rule is ScaleRule.CEIL
+    assert parse_candidate("E2M3sUE4M4").tensor_scale is TensorScale.FP32
+    assert parse_candidate("BOF4S32sUE4M4@32").signed
+    assert parse_candidate("bof4ssue4m4@32").atom.name == "BOF4S32"  # BOF4S = block-matched table
+
+
+@pytest.mark.parametrize(("name", "error", "text"), [
+    ("NF5sFP32", UnknownFormatError, "did you mean NF4"),
+    ("E2M3sUF4M4", UnknownFormatError, "did you mean"),
+    ("E2M3UE4M4", CandidateError, "ATOMsSCALE"),
+    ("E2M3sUE4M4@0", CandidateError, "positive integer"),
+    ("E2M3sUE4M4:fast", CandidateError, "unknown option"),
+    ("E4M3sUE8M0@layer:tfp32", CandidateError, "already per tensor"),
+    ("E4M3sUE8M0@layer:mse", CandidateError, "searches per block"),
+    ("E2M1sUE8M0@32:tpot", CandidateError, "drop :tpot"),
+])
+def test_bad_names_fail_with_one_line(name, error, text):
+    with pytest.raises(error, match=text) as info:
+        parse_candidate(name)
+    assert "\n" not in str(info.value)

@@ -1,0 +1,55 @@
+"""The bucketed lookup against brute force on arbitrary value sets, for every rounding rule."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quant.lookup import LookupTable, Rounding, rounding_thresholds
+
+finite32 = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, width=32)
+value_sets = st.lists(finite32, min_size=2, max_size=40, unique=True).map(lambda v: np.unique(np.float32(v)))
+probes = st.lists(finite32, min_size=1, max_size=200).map(lambda v: np.asarray(v, dtype=np.float32))
+
+
+def _brute_index(values: np.ndarray, y: np.ndarray, rounding: Rounding) -> np.ndarray:
+    v = values.astype(np.float64)[None, :]
+    y64 = y.astype(np.float64)[:, None]
+    if rounding is Rounding.CEIL:
+        return np.where(y64 <= v, np.arange(v.shape[1]), v.shape[1] - 1).min(axis=1)
+    if rounding is Rounding.FLOOR:
+        return np.where(y64 >= v, np.arange(v.shape[1]), 0).max(axis=1)
+    dist = np.abs(y64 - v)
+    # NEAREST_UP: among equidistant values take the larger one
+    index = v.shape[1] - 1 - np.argmin(dist[:, ::-1], axis=1)
+    # float64 may absorb a tiny probe (0.5 + 1e-45 == 0.5): settle apparent ties exactly
+    two = np.sort(dist, axis=1)[:, :2]
+    for row in np.flatnonzero(two[:, 0] == two[:, 1]):
+        exact = [abs(Fraction(float(y[row])) - Fraction(float(x))) for x in values]
+        best = min(exact)
+        index[row] = max(i for i, d in enumerate(exact) if d == best)
+    return index
+
+
+@settings(max_examples=300, deadline=None)
+@given(value_sets, probes, st.sampled_from([Rounding.NEAREST_UP, Rounding.CEIL, Rounding.FLOOR]))
+def test_lookup_equals_brute_force(values, y, rounding):
+    table = LookupTable.build(values, rounding_thresholds(values, rounding))
+    # also probe every value, and just around each threshold
+    t = table.thresholds
+    y = np.concatenate([y, values, t, np.nextafter(t, np.float32(-np.inf))])
+    expected = _brute_index(values, y, rounding)
+    np.testing.assert_array_equal(table.index(y), expected)
+    np.testing.assert_array_equal(table.round(y), values[expected])
+
+
+def test_close_levels_fall_back_to_exact_search():
+    """Thresholds 1e-3 apart in one binade cannot share the bucket table; the searchsorted path stays exact."""
+    values = np.array([1.0, 1.001, 1.002, 3.0], dtype=np.float32)
+    table = LookupTable.build(values, rounding_thresholds(values, Rounding.NEAREST_UP))
+    assert table.bucket_threshold is None
+    y = np.array([0.0, 1.0, 1.5, 2.0, 2.5, 9.0], dtype=np.float32)
+    np.testing.assert_array_equal(table.round(y), values[_brute_index(values, y, Rounding.NEAREST_UP)])
