@@ -40,6 +40,8 @@ class Measurement:
             "sqnr_db": s.sqnr_db,
             "cosine": s.cosine,
             "cos_deficit_ppm": s.cos_deficit_ppm,
+            "second_grid_fraction": s.second_grid_fraction,
+            "sparse_entries": s.sparse,
             "prequantized": self.prequantized,
         }
         if s.weighted:
@@ -60,7 +62,7 @@ def measure_source(
         w = source.load(info.name)
         for c in candidates:
             stats = measure(w, c, name=info.name, threads=threads)
-            bits = c.bits(info.numel)
+            bits = c.bits(info.numel, stats.sparse)
             rows.append(Measurement(c.name, info.name, info.numel, bits.total_bits, stats, info.prequantized))
         if on_tensor is not None:
             on_tensor(info)

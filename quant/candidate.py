@@ -1,32 +1,46 @@
-"""Candidates: an atom grid, a scale format, a block size and a scale rule, named as SOP does.
+"""Candidates: grids, a scale format, a block size, a scale rule and corrections, named as SOP does.
 
 Grammar (case-insensitive; printed canonically so that ``parse(str(c)) == c``)::
 
-    ATOM s SCALE [@BLOCK] [:OPTION]...
+    ATOM[|ATOM] s SCALE [@BLOCK] [:OPTION]... [+CORRECTION]...
 
-* ``ATOM``   an atom name (``E2M3``, ``NF4``, ``BOF4S``...; see :mod:`quant.formats`).
-* ``SCALE``  a scale format (``UE4M4``, ``E4M3``, ``UE8M0``, ``FP32``...).
-* ``BLOCK``  elements per block along the input dimension, default 16, or ``layer`` for one
-  scale per tensor.
-* ``OPTION`` overrides a default, printed only when it differs:
+* ``ATOM``   an atom name (``E2M3``, ``NF4``, ``BOF4S``, ``DD4``...; see :mod:`quant.formats`).
+  Two atoms ``A|B`` make a dual pair: each block keeps the grid with the lower error, B's grid
+  rescaled so that its extreme equals A's (IF4's INT4 x 6/7 when paired with E2M1).
+* ``SCALE``  a scale format (``UE4M4``, ``E4M3``, ``UE8M0``, ``S1E5M5``, ``FP32``...).
+* ``BLOCK``  elements per block along the input dimension, default 16, or ``layer``.
+* ``OPTION`` overrides a default and is printed only when it differs:
   - scale rule: ``nearest`` | ``ceil`` | ``floor`` | ``mse`` | ``4o6`` (see :class:`ScaleRule`);
   - sign: ``signed`` (signed absmax, BOF4-S eq. 4) | ``absmax``;
-  - per-tensor factor: ``tfp32`` | ``tpot`` | ``tnone`` (see :class:`TensorScale`).
+  - per-tensor factor: ``tfp32`` | ``tpot`` | ``tnone`` (see :class:`TensorScale`);
+  - selection bit of a dual pair: ``selbit`` | ``selsign`` | ``selmeta`` (see :class:`Selection`);
+  - ``aw``: activation-weighted choices (grid selection, DD4 fit, residual selection);
+  - ``lut=FMT``: codebook levels are stored in the LUT in atom format FMT (E4M3, E5M2, or a
+    registered user value set standing in for SOP's HIF), and rounded to it.
+* ``CORRECTION``:
+  - ``opq(Q[,BITS])``: outliers beyond the Gaussian block-maximum quantile Q, kept aside;
+  - ``res(P%[,BITS])``: the P % largest (activation-weighted) residuals, stored exactly;
+  BITS per entry: value + index, default 16 + 16 = 32 (SpQR), or ``blockidx`` for 16 + log2(block).
 
-Examples: ``E2M3sUE4M4`` (E2M3 atoms, one UE4M4 scale per 16), ``E2M1sE4M3@16`` (NVFP4-like),
-``E2M1sUE8M0@32`` (MXFP4), ``E4M3sUE8M0@layer`` (the per-layer power-of-two FP8 baseline).
+Examples: ``E2M3sUE4M4``, ``E2M1sE4M3@16`` (NVFP4-like), ``E2M1sUE8M0@32`` (MXFP4),
+``E4M3sUE8M0@layer`` (per-layer POT FP8), ``E2M1|INT4sE4M3`` (IF4-like), ``NF4|DD4sUE4M4:aw``,
+``E2M1sE4M3@16+opq(0.95)``, ``NF4|DD4sUE4M4+res(0.5%)``.
 """
 
 from __future__ import annotations
 
 import enum
+import math
+import re
 from dataclasses import dataclass
 
 from quant.errors import CandidateError, UnknownFormatError
-from quant.formats import AtomFormat, get_atom
+from quant.formats import AtomFormat, AtomKind, get_atom
 from quant.scales import ScaleFormat, get_scale
 
 DEFAULT_BLOCK = 16  # SOP's default block size g = 16 (shared/docs/formats.md §2.3 [secondary])
+SPARSE_VALUE_BITS = 16  # an outlier/residual value is stored as BF16
+SPARSE_INDEX_BITS = 16  # and its position as a 16-bit index (SpQR main.py: 32 bits per outlier)
 
 
 class ScaleRule(enum.Enum):
@@ -55,9 +69,51 @@ class TensorScale(enum.Enum):
     """g = 2**ceil(log2(amax_tensor / (qmax * scale_max))): a per-layer power-of-two shift."""
 
 
-_RULES = {r.value: r for r in ScaleRule}
-_TENSOR = {t.value: t for t in TensorScale}
-_SIGN = {"signed": True, "absmax": False}
+class Selection(enum.Enum):
+    """Where a dual pair's per-block grid-selection bit is stored."""
+
+    BIT = "selbit"
+    """One extra bit per block (+1/block bpw)."""
+    SIGN = "selsign"
+    """The unused sign bit of a signed scale (IF4, MixFP4): free, needs two symmetric grids."""
+    META = "selmeta"
+    """The spare metabit of a 12-bit S1E5M5 scale container: free (SOP [secondary])."""
+
+
+@dataclass(frozen=True)
+class Outliers:
+    """OPQ outliers (BOF4 §3.3): |w| > sigma_block * F_M^-1(quantile) kept aside, stored exactly."""
+
+    quantile: float
+    bits_per_entry: float | None = None
+    """None = in-block index: 16 value bits + log2(block) index bits."""
+
+    def entry_bits(self, block: int) -> float:
+        return _entry_bits(self.bits_per_entry, block)
+
+    def threshold_sigmas(self, block: int) -> float:
+        """F_M^-1(q): quantile of max |X| over ``block`` i.i.d. N(0,1), from (2 Phi(m) - 1)**B = q.
+
+        BOF4 §3.3 says "the Gaussian block maximum"; taking |X| is our reading [inference].
+        """
+        from scipy.stats import norm
+
+        return float(norm.ppf((1.0 + self.quantile ** (1.0 / block)) / 2.0))
+
+
+@dataclass(frozen=True)
+class Residual:
+    """SOP "Wr": the largest (activation-weighted) residuals, a fraction of the tensor, stored exactly."""
+
+    fraction: float
+    bits_per_entry: float | None = None
+
+    def entry_bits(self, block: int) -> float:
+        return _entry_bits(self.bits_per_entry, block)
+
+
+def _entry_bits(bits: float | None, block: int) -> float:
+    return SPARSE_VALUE_BITS + math.log2(block) if bits is None else bits
 
 
 @dataclass(frozen=True)
@@ -71,18 +127,29 @@ class BitBreakdown:
     """Block-scale bits / block size."""
     sign_bpw: float
     """Extra sign bit per block when a signed scale rule uses an unsigned scale container."""
+    select_bpw: float
+    """Extra grid-selection bit per block of a dual pair (0 when carried in the scale)."""
     tensor_bits: int
     """Per-tensor constants (tensor factor, or the single scale of an @layer candidate)."""
+    lut_bits: int = 0
+    """Per-tensor LUT image of learned codebooks: levels x LUT width x learned grids."""
+    sparse_entries: int = 0
+    """Outliers + residual entries stored aside."""
+    sparse_bits_per_entry: float = 0.0
 
     @property
     def block_bpw(self) -> float:
         """Everything paid per weight or per block: the bpw of an infinitely large tensor."""
-        return self.atom_bpw + self.scale_bpw + self.sign_bpw
+        return self.atom_bpw + self.scale_bpw + self.sign_bpw + self.select_bpw
+
+    @property
+    def sparse_bpw(self) -> float:
+        return self.sparse_entries * self.sparse_bits_per_entry / self.numel
 
     @property
     def bpw(self) -> float:
-        """Total bits per weight for this tensor, per-tensor constants included."""
-        return self.block_bpw + self.tensor_bits / self.numel
+        """Total bits per weight for this tensor: every part included."""
+        return self.block_bpw + (self.tensor_bits + self.lut_bits) / self.numel + self.sparse_bpw
 
     @property
     def total_bits(self) -> float:
@@ -93,7 +160,8 @@ class BitBreakdown:
 class Candidate:
     """One quantization format: what ``dse measure`` measures and ``dse explore`` assigns."""
 
-    atom: AtomFormat
+    atoms: tuple[AtomFormat, ...]
+    """The grids a block may use: one, or two for a dual pair."""
     scale: ScaleFormat
     block_size: int | None
     """Elements per block along the input dimension; None = one scale per tensor (@layer)."""
@@ -101,11 +169,22 @@ class Candidate:
     signed: bool
     """Signed absmax: the block's largest-magnitude weight maps to +top (BOF4-S eq. 4)."""
     tensor_scale: TensorScale
+    selection: Selection | None = None
+    """Where a dual pair stores its selection bit (None for a single grid)."""
+    act_weighted: bool = False
+    lut_format: AtomFormat | None = None
+    """Value set the LUT stores codebook levels in (None: exact float32 levels)."""
+    outliers: Outliers | None = None
+    residual: Residual | None = None
 
     @property
-    def atoms(self) -> tuple[AtomFormat, ...]:
-        """The grids a block may use (one; two for a dual pair)."""
-        return (self.atom,)
+    def atom(self) -> AtomFormat:
+        """The first (primary) grid."""
+        return self.atoms[0]
+
+    @property
+    def dual(self) -> bool:
+        return len(self.atoms) > 1
 
     @classmethod
     def parse(cls, text: str) -> Candidate:
@@ -113,47 +192,94 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        core = f"{self.atom.name}s{self.scale.name}"
+        core = "|".join(a.name for a in self.atoms) + f"s{self.scale.name}"
         if self.block_size is None:
             core += "@layer"
         elif self.block_size != DEFAULT_BLOCK:
             core += f"@{self.block_size}"
-        defaults = _defaults(self.atom, self.scale, self.block_size)
+        d = _defaults(self.atoms, self.scale, self.block_size)
         opts = []
-        if self.rule is not defaults.rule:
+        if self.rule is not d.rule:
             opts.append(self.rule.value)
-        if self.signed != defaults.signed:
+        if self.signed != d.signed:
             opts.append("signed" if self.signed else "absmax")
-        if self.tensor_scale is not defaults.tensor_scale:
+        if self.tensor_scale is not d.tensor_scale:
             opts.append(self.tensor_scale.value)
-        return ":".join([core, *opts])
+        if self.selection is not _default_selection(self.atoms, self.scale, self.signed):
+            opts.append(self.selection.value if self.selection else "")
+        if self.act_weighted:
+            opts.append("aw")
+        if self.lut_format is not None:
+            opts.append(f"lut={self.lut_format.name}")
+        corrections = []
+        if self.outliers is not None:
+            corrections.append(f"opq({_fmt_num(self.outliers.quantile)}{_fmt_bits(self.outliers.bits_per_entry)})")
+        if self.residual is not None:
+            corrections.append(f"res({_fmt_num(self.residual.fraction * 100)}%{_fmt_bits(self.residual.bits_per_entry)})")
+        return ":".join([core, *opts]) + "".join(f"+{c}" for c in corrections)
 
     def __str__(self) -> str:
         return self.name
 
     @property
     def target(self) -> float:
-        """The grid value a block's extreme is mapped to (qmax, or +top when signed)."""
-        return self.atom.top if self.signed else self.atom.qmax
+        """The grid value a block's extreme is mapped to: the primary grid's qmax (or +top when signed)."""
+        return _target(self.atom, self.signed)
 
-    def bits(self, numel: int) -> BitBreakdown:
-        """Exact bits for a tensor of ``numel`` weights."""
+    def grid_factor(self, index: int) -> float:
+        """Factor on grid ``index``'s values so that its extreme equals the primary grid's."""
+        return self.target / _target(self.atoms[index], self.signed)
+
+    @property
+    def lut_width_bits(self) -> int:
+        """Bits per stored LUT level (float32 when no LUT output format is given)."""
+        return 32 if self.lut_format is None else self.lut_format.code_bits
+
+    def bits(self, numel: int, sparse_entries: int = 0) -> BitBreakdown:
+        """Exact bits for a tensor of ``numel`` weights with ``sparse_entries`` stored aside."""
+        learned = sum(a.kind is AtomKind.LEARNED for a in self.atoms)
+        lut_bits = learned * max(a.n_values for a in self.atoms) * self.lut_width_bits
+        block = self.block_size or 0
+        entry_bits = 0.0
+        if sparse_entries:
+            spec = self.outliers or self.residual
+            assert spec is not None
+            entry_bits = spec.entry_bits(block or 1 << 16)
+        atom_bits = max(a.code_bits for a in self.atoms)
         if self.block_size is None:
-            return BitBreakdown(numel, self.atom.code_bits, 0.0, 0.0, self.scale.bits)
+            return BitBreakdown(numel, atom_bits, 0.0, 0.0, 0.0, self.scale.bits, lut_bits,
+                                sparse_entries, entry_bits)
         sign = 1.0 if self.signed and not self.scale.signed else 0.0
+        select = 1.0 if self.selection is Selection.BIT else 0.0
         tensor_bits = {TensorScale.NONE: 0, TensorScale.FP32: 32, TensorScale.POT: 8}[self.tensor_scale]
         return BitBreakdown(
             numel=numel,
-            atom_bpw=self.atom.code_bits,
-            scale_bpw=self.scale.bits / self.block_size,
-            sign_bpw=sign / self.block_size,
+            atom_bpw=atom_bits,
+            scale_bpw=self.scale.bits / block,
+            sign_bpw=sign / block,
+            select_bpw=select / block,
             tensor_bits=tensor_bits,
+            lut_bits=lut_bits,
+            sparse_entries=sparse_entries,
+            sparse_bits_per_entry=entry_bits,
         )
 
     @property
     def nominal_bpw(self) -> float:
-        """Bits per weight without per-tensor constants (e.g. 6.5 for E2M3sUE4M4)."""
+        """Bits per weight without per-tensor constants or sparse entries (6.5 for E2M3sUE4M4)."""
         return self.bits(1 << 62).block_bpw
+
+
+def _target(atom: AtomFormat, signed: bool) -> float:
+    return atom.top if signed else atom.qmax
+
+
+def _fmt_num(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _fmt_bits(bits: float | None) -> str:
+    return ",blockidx" if bits is None else ("" if bits == SPARSE_VALUE_BITS + SPARSE_INDEX_BITS else f",{_fmt_num(bits)}")
 
 
 @dataclass(frozen=True)
@@ -163,19 +289,38 @@ class _Defaults:
     tensor_scale: TensorScale
 
 
-def _defaults(atom: AtomFormat, scale: ScaleFormat, block_size: int | None) -> _Defaults:
+def _defaults(atoms: tuple[AtomFormat, ...], scale: ScaleFormat, block_size: int | None) -> _Defaults:
+    signed = atoms[0].signed_scale
     if block_size is None:
         # One scale per tensor: round up so nothing clips (the SOP per-layer POT baseline).
-        return _Defaults(ScaleRule.CEIL, atom.signed_scale, TensorScale.NONE)
+        return _Defaults(ScaleRule.CEIL, signed, TensorScale.NONE)
     rule = ScaleRule.FLOOR if scale.power_of_two else ScaleRule.NEAREST
     tensor = TensorScale.NONE if scale.wide_range else TensorScale.FP32
-    return _Defaults(rule, atom.signed_scale, tensor)
+    return _Defaults(rule, signed, tensor)
+
+
+def _default_selection(atoms: tuple[AtomFormat, ...], scale: ScaleFormat, signed: bool) -> Selection | None:
+    if len(atoms) == 1:
+        return None
+    if scale.metabit:
+        return Selection.META
+    if scale.signed and not signed and all(a.symmetric for a in atoms):
+        return Selection.SIGN
+    return Selection.BIT
+
+
+_RULES = {r.value: r for r in ScaleRule}
+_TENSOR = {t.value: t for t in TensorScale}
+_SELECT = {s.value: s for s in Selection}
+_SIGN = {"signed": True, "absmax": False}
+_CORRECTION = re.compile(r"(opq|res)\((.*)\)")
 
 
 def parse_candidate(text: str) -> Candidate:
     """Parse a candidate name; raises UnknownFormatError / CandidateError with a one-line fix."""
     raw = text.strip()
-    core, *options = raw.split(":")
+    head, *corrections = raw.split("+")
+    core, *options = head.split(":")
     block: int | None = DEFAULT_BLOCK
     if "@" in core:
         core, block_text = core.rsplit("@", 1)
@@ -185,9 +330,12 @@ def parse_candidate(text: str) -> Candidate:
             block = int(block_text)
         else:
             raise CandidateError(f"candidate {raw!r}: block must be a positive integer or 'layer'")
-    atom, scale = _split_atom_scale(raw, core, block)
-    defaults = _defaults(atom, scale, block)
-    rule, signed, tensor = defaults.rule, defaults.signed, defaults.tensor_scale
+    atoms, scale = _split_atoms_scale(raw, core, block)
+    d = _defaults(atoms, scale, block)
+    rule, signed, tensor = d.rule, d.signed, d.tensor_scale
+    selection: Selection | None = None
+    act_weighted = False
+    lut_format = None
     for opt in (o.strip().lower() for o in options):
         if opt in _RULES:
             rule = _RULES[opt]
@@ -195,47 +343,130 @@ def parse_candidate(text: str) -> Candidate:
             signed = _SIGN[opt]
         elif opt in _TENSOR:
             tensor = _TENSOR[opt]
+        elif opt in _SELECT:
+            selection = _SELECT[opt]
+        elif opt == "aw":
+            act_weighted = True
+        elif opt.startswith("lut="):
+            lut_format = get_atom(opt[4:])
         else:
-            known = ", ".join([*_RULES, *_SIGN, *_TENSOR])
+            known = ", ".join([*_RULES, *_SIGN, *_TENSOR, *_SELECT, "aw", "lut=FMT"])
             raise CandidateError(f"candidate {raw!r}: unknown option {opt!r} (known: {known})")
-    if block is None and tensor is not TensorScale.NONE:
-        raise CandidateError(f"candidate {raw!r}: an @layer scale is already per tensor; drop :{tensor.value}")
-    if tensor is not TensorScale.NONE and scale.wide_range:
+    outliers, residual = _parse_corrections(raw, corrections)
+    if selection is None:
+        selection = _default_selection(atoms, scale, signed)
+    candidate = Candidate(atoms, scale, block, rule, signed, tensor, selection, act_weighted, lut_format,
+                          outliers, residual)
+    _validate(raw, candidate)
+    return candidate
+
+
+def _parse_corrections(raw: str, parts: list[str]) -> tuple[Outliers | None, Residual | None]:
+    outliers = residual = None
+    for part in parts:
+        match = _CORRECTION.fullmatch(part.strip().lower())
+        if not match:
+            raise CandidateError(f"candidate {raw!r}: unknown correction {part!r}; use opq(0.95) or res(0.5%)")
+        kind, (value, *rest) = match[1], [a.strip() for a in match[2].split(",")]
+        if len(rest) > 1:
+            raise CandidateError(f"candidate {raw!r}: {kind}(...) takes a value and optional bits")
+        bits: float | None = SPARSE_VALUE_BITS + SPARSE_INDEX_BITS
+        if rest:
+            bits = None if rest[0] == "blockidx" else _number(raw, rest[0], "bits per entry")
+        if kind == "opq":
+            q = _number(raw, value, "opq quantile")
+            if not 0.0 < q < 1.0:
+                raise CandidateError(f"candidate {raw!r}: opq quantile must be in (0, 1), e.g. opq(0.95)")
+            outliers = Outliers(q, bits)
+        else:
+            if not value.endswith("%"):
+                raise CandidateError(f"candidate {raw!r}: res takes a percentage, e.g. res(0.5%)")
+            pct = _number(raw, value[:-1], "res percentage")
+            if not 0.0 < pct < 100.0:
+                raise CandidateError(f"candidate {raw!r}: res percentage must be in (0, 100)")
+            residual = Residual(pct / 100.0, bits)
+    if outliers is not None and residual is not None and outliers.bits_per_entry != residual.bits_per_entry:
+        raise CandidateError(f"candidate {raw!r}: opq and res must use the same bits per entry")
+    return outliers, residual
+
+
+def _number(raw: str, text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise CandidateError(f"candidate {raw!r}: {what} {text!r} is not a number") from None
+
+
+def _validate(raw: str, c: Candidate) -> None:
+    if len(c.atoms) > 2:
+        raise CandidateError(f"candidate {raw!r}: at most two grids per block (one selection bit)")
+    if c.dual and len({a.code_bits for a in c.atoms}) > 1:
+        raise CandidateError(f"candidate {raw!r}: the grids of a pair need the same code width")
+    if c.selection is Selection.SIGN and not (c.scale.signed and not c.signed and all(a.symmetric for a in c.atoms)):
         raise CandidateError(
-            f"candidate {raw!r}: {scale.name} spans more range than any tensor needs; drop :{tensor.value}"
+            f"candidate {raw!r}: :selsign needs a signed scale, :absmax and two symmetric grids; use :selbit"
         )
-    if block is None and rule in (ScaleRule.MSE, ScaleRule.FOUR_OVER_SIX):
-        raise CandidateError(f"candidate {raw!r}: :{rule.value} searches per block; use a block size")
-    return Candidate(atom, scale, block, rule, signed, tensor)
+    if c.selection is Selection.META and not c.scale.metabit:
+        raise CandidateError(f"candidate {raw!r}: :selmeta needs a scale with a metabit (S1E5M5); use :selbit")
+    if not c.dual and c.selection is not None:
+        raise CandidateError(f"candidate {raw!r}: :{c.selection.value} needs a dual pair A|B")
+    if c.tensor_scale is not TensorScale.NONE and c.scale.wide_range:
+        raise CandidateError(
+            f"candidate {raw!r}: {c.scale.name} spans more range than any tensor needs; drop :{c.tensor_scale.value}"
+        )
+    if c.outliers is not None and c.block_size is not None:
+        # Samuelson: in n samples no |x - mean| exceeds (n-1)/sqrt(n) sample standard deviations.
+        reach = (c.block_size - 1) / math.sqrt(c.block_size)
+        if c.outliers.threshold_sigmas(c.block_size) >= reach:
+            raise CandidateError(
+                f"candidate {raw!r}: opq({c.outliers.quantile:g}) flags |w| > "
+                f"{c.outliers.threshold_sigmas(c.block_size):.2f} sigma_block, but no weight in a block of "
+                f"{c.block_size} can exceed {reach:.2f}; lower the quantile or use a larger block"
+            )
+    if c.block_size is None:
+        if c.tensor_scale is not TensorScale.NONE:
+            raise CandidateError(f"candidate {raw!r}: an @layer scale is already per tensor; drop :{c.tensor_scale.value}")
+        if c.rule in (ScaleRule.MSE, ScaleRule.FOUR_OVER_SIX) or c.dual or c.outliers:
+            raise CandidateError(f"candidate {raw!r}: :mse, :4o6, pairs and opq work per block; use a block size")
 
 
-def _split_atom_scale(raw: str, core: str, block: int | None) -> tuple[AtomFormat, ScaleFormat]:
-    """Split ``ATOMsSCALE`` at the 's' that leaves a valid atom and a valid scale.
+def _split_atoms_scale(raw: str, core: str, block: int | None) -> tuple[tuple[AtomFormat, ...], ScaleFormat]:
+    """Split ``ATOM[|ATOM]sSCALE`` at the 's' that leaves valid atoms and a valid scale.
 
-    Atom and scale names may themselves contain 's' (BOF4S, S1E5M5), so every split is tried.
+    Atom and scale names may themselves contain 's' (BOF4S, SH4, S1E5M5), so every split is tried.
     """
     positions = [i for i, ch in enumerate(core) if ch in "sS"]
     if not positions:
         raise CandidateError(
             f"candidate {raw!r}: expected ATOMsSCALE[@BLOCK], e.g. E2M3sUE4M4 or NF4sFP32@64"
         )
-    errors: list[UnknownFormatError] = []
+    first_error: UnknownFormatError | None = None
     for i in positions:
         try:
-            return resolve_atom(core[:i], block), get_scale(core[i + 1:])
+            scale = get_scale(core[i + 1:])
         except UnknownFormatError as err:
-            errors.append(err)
-    raise UnknownFormatError(f"candidate {raw!r}: {errors[0]}")
+            first_error = first_error or err
+            continue
+        try:  # the first split with a valid scale is the reading; its atom errors are the user's
+            return tuple(resolve_atom(name, block) for name in core[:i].split("|")), scale
+        except UnknownFormatError as err:
+            raise UnknownFormatError(f"candidate {raw!r}: {err}") from None
+    raise UnknownFormatError(f"candidate {raw!r}: {first_error}")
+
+
+_BLOCK_MATCHED = ("BOF4", "BOF4S")
 
 
 def resolve_atom(name: str, block: int | None) -> AtomFormat:
-    """The atom ``name``; ``BOF4S`` means the BOF4-S table fitted for this block size."""
-    if name.strip().upper() != "BOF4S":
+    """The atom ``name``; ``BOF4`` / ``BOF4S`` mean the table fitted for this block size."""
+    key = name.strip().upper()
+    if key not in _BLOCK_MATCHED:
         return get_atom(name)
     size = 64 if block is None else block
     try:
-        return get_atom(f"BOF4S{size}")
+        return get_atom(f"{key}-{size}")
     except UnknownFormatError:
         raise CandidateError(
-            f"BOF4-S has no table for block {size}; use BOF4S32/BOF4S64/BOF4S128/BOF4S256"
+            f"{key} has no table for block {size}; use a block with a table (see `dse formats`) "
+            "or derive one with quant.learned.derive_bof4"
         ) from None

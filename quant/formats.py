@@ -5,8 +5,9 @@ holding its exact sorted values: the contents of the decode LUT. Floats generate
 by enumerating every code (as ml_dtypes does); codebooks write theirs out with a source.
 
 Names follow the SOP paper's candidate notation and are case-insensitive: ``E2M3``, ``E4M3``,
-``INT4``, ``NF4``, ``BOF4``, ``BOF4S64``... Any ExMy and INTn a user names is generated on
-demand; a user codebook is registered with :func:`register_codebook`.
+``INT4``, ``NF4``, ``BOF4-64``, ``BOF4S-32``, ``DD4``... Any ExMy, INTn and DDn a user names is
+generated on demand; a user codebook is registered with :func:`register_codebook`. In candidate
+names ``BOF4`` and ``BOF4S`` mean the table for the candidate's block size.
 """
 
 from __future__ import annotations
@@ -171,22 +172,38 @@ def _builtin_atoms() -> dict[str, AtomFormat]:
         _int_atom(4),
         _int_atom(8),
         _codebook("NF4", codebooks.NF4, codebooks.NF4_SOURCE),
-        _codebook("BOF4", codebooks.BOF4_MSE_64, codebooks.bof4_source("Table 6, MSE, I=64")),
-        _codebook("BOF4MAE", codebooks.BOF4_MAE_64, codebooks.bof4_source("Table 6, MAE, I=64")),
+        _codebook("BOF4-64", codebooks.BOF4_MSE_64, codebooks.bof4_source("Table 6, MSE, I=64")),
+        _codebook("BOF4MAE-64", codebooks.BOF4_MAE_64, codebooks.bof4_source("Table 6, MAE, I=64")),
         _codebook(
-            "BOF4SMAE64", codebooks.BOF4S_MAE_64,
+            "BOF4SMAE-64", codebooks.BOF4S_MAE_64,
             codebooks.bof4_source("Table 6, BOF4-S MAE, I=64"), signed_scale=True,
         ),
+        _codebook("SPLIT87", codebooks.BOF4S_MSE[16], codebooks.DERIVED_SOURCE, signed_scale=True,
+                  note=codebooks.SPLIT87_NOTE),
+        _codebook("SH4", codebooks.SH4, "mid-rise uniform 4-bit grid", note=codebooks.SH4_NOTE),
+        _learned(4),
     ]
+    for block, values in codebooks.BOF4_MSE_DERIVED.items():
+        atoms.append(_codebook(f"BOF4-{block}", values, codebooks.DERIVED_SOURCE))
     for block, values in codebooks.BOF4S_MSE.items():
-        table = "Table 6" if block == 64 else "Table 7"
-        atoms.append(
-            _codebook(
-                f"BOF4S{block}", values,
-                codebooks.bof4_source(f"{table}, BOF4-S MSE, I={block}"), signed_scale=True,
-            )
-        )
+        source = (codebooks.DERIVED_SOURCE if block in codebooks.BOF4_MSE_DERIVED else
+                  codebooks.bof4_source(f"{'Table 6' if block == 64 else 'Table 7'}, BOF4-S MSE, I={block}"))
+        atoms.append(_codebook(f"BOF4S-{block}", values, source, signed_scale=True))
     return {a.name: a for a in atoms}
+
+
+def _learned(bits: int) -> AtomFormat:
+    """DDn: a per-tensor codebook of 2**n levels fitted to the weights (quant.learned).
+
+    The registered values are only the starting point of the fit (NF-style normal quantiles).
+    """
+    from quant.learned import normal_quantile_levels
+
+    return _codebook(
+        f"DD{bits}", normal_quantile_levels(1 << bits),
+        "SOP per-layer LUT codebook (arXiv 2605.14929): weighted Lloyd-Max per tensor, see quant/learned.py",
+        kind=AtomKind.LEARNED, note="learned per tensor",
+    )
 
 
 _BUILTIN = _builtin_atoms()
@@ -197,6 +214,7 @@ ATOMS: Mapping[str, AtomFormat] = MappingProxyType(_BUILTIN)
 
 _FLOAT_NAME = re.compile(r"E(\d+)M(\d+)")
 _INT_NAME = re.compile(r"INT(\d+)")
+_LEARNED_NAME = re.compile(r"DD(\d+)")
 
 
 def register_codebook(name: str, values: Iterable[float], source: str = "user-defined") -> AtomFormat:
@@ -208,7 +226,7 @@ def register_codebook(name: str, values: Iterable[float], source: str = "user-de
     key = name.upper()
     if key in _BUILTIN and not _BUILTIN[key].note.startswith("reconstructed"):
         raise UnknownFormatError(f"codebook name {name!r} is a built-in format; choose another name")
-    if _FLOAT_NAME.fullmatch(key) or _INT_NAME.fullmatch(key):
+    if _FLOAT_NAME.fullmatch(key) or _INT_NAME.fullmatch(key) or _LEARNED_NAME.fullmatch(key):
         raise UnknownFormatError(f"codebook name {name!r} would shadow a float/int format name")
     atom = _codebook(key, values, source)
     _USER[key] = atom
@@ -241,6 +259,10 @@ def _generated_atom(key: str, name: str) -> AtomFormat:
         # the OCP MX convention for FP4/FP6 elements: every code is a usable value.
         return _float_atom(e, m, Specials.NONE, None, f"ExMy E{e}M{m}, bias {ieee_bias(e)}, "
                            "subnormals, all codes finite (OCP MX element convention)")
+    if match := _LEARNED_NAME.fullmatch(key):
+        if not 2 <= int(match[1]) <= 8:
+            raise UnknownFormatError(f"learned atom {name!r}: need 2 <= bits <= 8")
+        return _learned(int(match[1]))
     if match := _INT_NAME.fullmatch(key):
         bits = int(match[1])
         if not 2 <= bits <= 16:

@@ -31,9 +31,19 @@ class ErrorStats:
     hsum_d2: float = math.nan
     hsum: float = math.nan
     """sum over elements of h_j (normalises the weighted MSE)"""
+    blocks: int = 0
+    """Blocks quantized."""
+    second_grid_blocks: int = 0
+    """Blocks that chose the second grid of a dual pair."""
+    sparse: int = 0
+    """Outliers and residual entries stored aside."""
 
     def __add__(self, other: ErrorStats) -> ErrorStats:
         return ErrorStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    @property
+    def second_grid_fraction(self) -> float:
+        return self.second_grid_blocks / self.blocks if self.blocks else 0.0
 
     @property
     def mse(self) -> float:

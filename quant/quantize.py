@@ -3,10 +3,12 @@
 A weight matrix is (out_features, in_features) with rows contiguous along the reduction
 (input) dimension, as in PyTorch/HF checkpoints; blocks of ``block_size`` run along each row.
 Work is done on chunks of whole rows of ~64K elements so that every temporary stays in L2
-cache, and chunks run on a thread pool (numpy releases the GIL). Results do not depend on the
-number of threads: chunks are fixed and their statistics are summed in order.
+cache; chunks may run on a thread pool. Results do not depend on the number of threads:
+chunks are fixed and their statistics are summed in order.
 
-Decode of one element: ``w_hat = atom_value[code] * (block_scale * tensor_factor)`` in float32.
+Decode of one element: ``w_hat = grid[g][code] * (block_scale * tensor_factor)`` in float32,
+``g`` being the block's selected grid; outliers and residual entries stored aside replace their
+positions with their BF16 values.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import numpy as np
@@ -23,12 +25,15 @@ import numpy as np
 from quant._allocator import keep_chunks_in_heap
 from quant.candidate import Candidate, ScaleRule, TensorScale
 from quant.errors import WeightError
-from quant.lookup import Rounding
+from quant.formats import AtomKind
+from quant.learned import Histogram, lloyd
+from quant.lookup import LookupTable, Rounding, rounding_thresholds
 from quant.metrics import ErrorStats, chunk_stats
 
 keep_chunks_in_heap()
 
 CHUNK_ELEMENTS = 1 << 16  # 256 KiB of float32 per operand: the chunk's temporaries fit in L2
+FIT_ROUNDS = 4  # assignment/refit rounds when a learned grid is paired with a fixed one
 
 # Per-block scale candidates tried by ScaleRule.MSE: (factor on the ideal scale, rounding).
 # x1.5 maps the block max to 2/3 of qmax (4 for E2M1: Four over Six); x0.9 trades clipping
@@ -43,16 +48,24 @@ _F32_TINY = float(np.finfo(np.float32).tiny)
 
 @dataclass(frozen=True)
 class QuantizedTensor:
-    """A quantized weight matrix: codes, block scales and the per-tensor factor."""
+    """A quantized weight matrix: codes, block scales, selected grids and sparse entries."""
 
     candidate: Candidate
     shape: tuple[int, int]
+    grids: tuple[np.ndarray, ...]
+    """Effective float32 values of each grid for this tensor (learned and LUT-rounded)."""
     codes: np.ndarray
-    """(rows, cols) uint16 index into ``candidate.atom.values``."""
+    """(rows, cols) uint16 index into the block's grid."""
+    grid_index: np.ndarray
+    """(rows, cols // block) uint8: which grid each block uses (all 0 for a single grid)."""
     scales: np.ndarray
     """(rows, cols // block) float32 decoded block scales (signed under signed absmax)."""
     tensor_factor: float
     """Per-tensor factor g (float32 value); an @layer candidate's single scale is in ``scales``."""
+    sparse_index: np.ndarray
+    """(k,) int64 flat positions of outliers and residual entries stored aside."""
+    sparse_value: np.ndarray
+    """(k,) float32 (BF16-exact) values stored at those positions."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,14 @@ class _Plan:
     tensor_factor: np.float32
     layer_scale: np.float32 | None
     scale_trials: tuple[tuple[float, Rounding], ...]
+    grids: tuple[np.ndarray, ...]
+    tables: tuple[LookupTable, ...]
+    h: np.ndarray | None
+    """(cols,) activation weights, or None."""
+    outlier_factor: float | None
+    """OPQ threshold in units of the block's sample std, or None."""
+    residual_cut: float | None = None
+    """Store aside every element whose (weighted) squared residual exceeds this, or None."""
 
 
 def _check_matrix(w: np.ndarray, name: str, block: int | None) -> np.ndarray:
@@ -80,7 +101,7 @@ def _check_matrix(w: np.ndarray, name: str, block: int | None) -> np.ndarray:
     return np.ascontiguousarray(w, dtype=np.float32)
 
 
-def _plan(w: np.ndarray, c: Candidate, name: str) -> _Plan:
+def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads: int | None) -> _Plan:
     hi, lo = float(w.max()), float(w.min())
     if not (math.isfinite(hi) and math.isfinite(lo)):
         bad = int(np.count_nonzero(~np.isfinite(w)))
@@ -89,15 +110,45 @@ def _plan(w: np.ndarray, c: Candidate, name: str) -> _Plan:
     trials = {ScaleRule.MSE: _MSE_CANDIDATES, ScaleRule.FOUR_OVER_SIX: _FOUR_OVER_SIX}.get(
         c.rule, ((1.0, _rule_rounding(c.rule)),)
     )
+    outlier_factor = None
+    if c.outliers is not None and c.block_size is not None:
+        outlier_factor = c.outliers.threshold_sigmas(c.block_size)
+    grids = tuple(_fixed_grid(c, k) for k in range(len(c.atoms)))
     if c.block_size is None:
         extreme = hi if hi >= -lo else lo
         real = (abs(extreme) if c.signed else amax) / c.target
-        scale = _round_scales(np.array([[real]], np.float32), np.array([[amax]], np.float32),
-                              c, np.float32(1.0), 1.0, _rule_rounding(c.rule))[0, 0]
+        scale = _round_scales(np.array([real], np.float32), np.array([amax], np.float32),
+                              c, np.float32(1.0), 1.0, _rule_rounding(c.rule))[0]
         if c.signed and extreme < 0:
             scale = -scale
-        return _Plan(c, w.shape[1], np.float32(1.0), np.float32(scale), trials)
-    return _Plan(c, c.block_size, _tensor_factor(c, amax, trials), None, trials)
+        plan = _Plan(c, w.shape[1], np.float32(1.0), np.float32(scale), trials, grids,
+                     _tables(grids), h if c.act_weighted else None, None)
+    else:
+        plan = _Plan(c, c.block_size, _tensor_factor(c, amax, trials), None, trials, grids,
+                     _tables(grids), h if c.act_weighted else None, outlier_factor)
+    if any(a.kind is AtomKind.LEARNED for a in c.atoms):
+        plan = _fit_learned(w, plan, threads)
+    return plan
+
+
+def _fixed_grid(c: Candidate, k: int) -> np.ndarray:
+    """Grid k's values in the primary grid's units, LUT-rounded for table-decoded grids."""
+    atom = c.atoms[k]
+    return _lut_round(c, k, np.asarray(atom.values, dtype=np.float64) * c.grid_factor(k))
+
+
+def _lut_round(c: Candidate, k: int, values: np.ndarray) -> np.ndarray:
+    """Round a table-decoded grid's normalised levels onto the candidate's LUT output format."""
+    atom = c.atoms[k]
+    if c.lut_format is None or atom.kind not in (AtomKind.CODEBOOK, AtomKind.LEARNED):
+        return np.unique(values.astype(np.float32))
+    factor = c.grid_factor(k)
+    stored = c.lut_format.table.round((values / factor).astype(np.float32))
+    return np.unique((stored.astype(np.float64) * factor).astype(np.float32))
+
+
+def _tables(grids: tuple[np.ndarray, ...]) -> tuple[LookupTable, ...]:
+    return tuple(LookupTable.build(g, rounding_thresholds(g, Rounding.NEAREST_UP)) for g in grids)
 
 
 def _tensor_factor(c: Candidate, amax: float, trials: tuple[tuple[float, Rounding], ...]) -> np.float32:
@@ -132,61 +183,163 @@ def _round_scales(real: np.ndarray, amax: np.ndarray, c: Candidate, g: np.float3
     return c.scale.round(real, rounding)
 
 
-def _quantize_rows(w: np.ndarray, plan: _Plan, want_codes: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Quantize whole rows.
+@dataclass
+class _Chunk:
+    """One chunk's result in the (B, n_blocks) block layout."""
 
-    Works on the transposed block view (B, n_blocks): per-block reductions then run along
-    axis 0 over long contiguous rows, ~10x faster in numpy than reducing 16-wide rows.
+    w_hat: np.ndarray
+    codes: np.ndarray | None
+    grid: np.ndarray
+    """(n_blocks,) selected grid per block."""
+    scales: np.ndarray
+    sparse: np.ndarray | None
+    """(B, n_blocks) bool: positions stored aside, or None."""
 
-    Returns:
-        (w_hat, codes, scales): w_hat and codes (uint16, or None) in the (B, n_blocks) layout,
-        and the signed stored block scales (n_blocks,).
-    """
-    c = plan.candidate
-    blocks = np.ascontiguousarray(w.reshape(-1, plan.block).T)
-    n_blocks = blocks.shape[1]
-    if plan.layer_scale is not None:
-        trial_scales = [np.full(n_blocks, plan.layer_scale, np.float32)]
-    else:
-        if c.signed:
-            hi, lo = blocks.max(axis=0), blocks.min(axis=0)
-            negative = -lo > hi  # ties keep the positive extreme
-            amax = np.where(negative, -lo, hi)
-        else:
-            amax = np.abs(blocks).max(axis=0)
-        real = amax / np.float32(c.target * plan.tensor_factor)
-        trial_scales = []
-        for factor, rounding in plan.scale_trials:
-            s = _round_scales(real, amax, c, plan.tensor_factor, factor, rounding)
-            trial_scales.append(np.where(negative, -s, s) if c.signed else s)
-    best: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    best_err = None
-    for s in trial_scales:
-        full = s * plan.tensor_factor  # float32 product: the decoder's effective scale
-        y = blocks / np.where(full == 0, np.float32(1.0), full)
-        w_hat = c.atom.table.round(y)
-        w_hat *= full
-        if len(trial_scales) == 1:
-            best = (w_hat, y, s)
-            break
-        diff = w_hat - blocks
-        diff *= diff
-        err = diff.sum(axis=0)
-        if best is None or best_err is None:
-            best, best_err = (w_hat, y, s), err
-            continue
-        better = err < best_err
-        best = (np.where(better, w_hat, best[0]), np.where(better, y, best[1]), np.where(better, s, best[2]))
-        best_err = np.where(better, err, best_err)
-    assert best is not None
-    w_hat, y, s = best
-    codes = c.atom.table.index(y) if want_codes else None
-    return w_hat, codes, s
+
+def _block_view(w: np.ndarray, block: int) -> np.ndarray:
+    """(rows, cols) -> (B, n_blocks) contiguous: per-block reductions then run along axis 0,
+    over long contiguous rows, ~10x faster in numpy than reducing 16-wide rows."""
+    return np.ascontiguousarray(w.reshape(-1, block).T)
 
 
 def _blocks_to_rows(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Inverse of the (B, n_blocks) block view: back to (rows, cols)."""
+    """Inverse of :func:`_block_view`."""
     return np.ascontiguousarray(a.T).reshape(shape)
+
+
+def _h_blocks(h: np.ndarray | None, block: int, rows: int) -> np.ndarray | None:
+    """Per-element activation weights in the (B, n_blocks) layout of ``rows`` rows."""
+    return None if h is None else np.tile(h.reshape(-1, block).T, (1, rows)).astype(np.float32)
+
+
+def _bf16(x: np.ndarray) -> np.ndarray:
+    """Round float32 to the nearest BF16 value (ties to even), as float32."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    return rounded.view(np.float32)
+
+
+def _block_scales(blocks: np.ndarray, plan: _Plan) -> list[np.ndarray]:
+    """Signed stored block scales (n_blocks,) for each scale trial."""
+    c = plan.candidate
+    n_blocks = blocks.shape[1]
+    if plan.layer_scale is not None:
+        return [np.full(n_blocks, plan.layer_scale, np.float32)]
+    if c.signed:
+        hi, lo = blocks.max(axis=0), blocks.min(axis=0)
+        negative = -lo > hi  # ties keep the positive extreme
+        amax = np.where(negative, -lo, hi)
+    else:
+        amax = np.abs(blocks).max(axis=0)
+    real = amax / np.float32(c.target * plan.tensor_factor)
+    out = []
+    for factor, rounding in plan.scale_trials:
+        s = _round_scales(real, amax, c, plan.tensor_factor, factor, rounding)
+        out.append(np.where(negative, -s, s) if c.signed else s)
+    return out
+
+
+def _outlier_mask(blocks: np.ndarray, factor: float) -> np.ndarray:
+    """OPQ: |w| > sigma_block (sample std, ddof 1) x factor (BOF4 §3.3)."""
+    n = blocks.shape[0]
+    mean = blocks.mean(axis=0)
+    var = np.square(blocks - mean).sum(axis=0) / np.float32(max(n - 1, 1))
+    return np.abs(blocks) > np.sqrt(var) * np.float32(factor)
+
+
+def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want_codes: bool) -> _Chunk:
+    """Quantize a (B, n_blocks) chunk: every scale trial x grid, the best per block.
+
+    With OPQ, each block is also tried with its outliers removed (set to 0 before the scale
+    search, stored aside as BF16) and keeps that only if it lowers the block's error, so the
+    correction never hurts.
+    """
+    select_h = h if plan.h is not None else None
+    chunk, err = _best_of_trials(blocks, plan, select_h, want_codes)
+    if plan.outlier_factor is None:
+        return chunk
+    outliers = _outlier_mask(blocks, plan.outlier_factor)
+    kept = np.where(outliers, np.float32(0.0), blocks)
+    alt, _ = _best_of_trials(kept, plan, select_h, want_codes)
+    alt.w_hat = np.where(outliers, _bf16(blocks), alt.w_hat)
+    alt_err = _block_error(alt.w_hat, blocks, select_h)
+    use = alt_err < err
+    outliers &= use  # a block that declines OPQ stores no outliers
+    return _Chunk(
+        np.where(use, alt.w_hat, chunk.w_hat),
+        None if chunk.codes is None or alt.codes is None else np.where(use, alt.codes, chunk.codes),
+        np.where(use, alt.grid, chunk.grid), np.where(use, alt.scales, chunk.scales), outliers,
+    )
+
+
+def _block_error(w_hat: np.ndarray, blocks: np.ndarray, h: np.ndarray | None) -> np.ndarray:
+    diff = w_hat - blocks
+    diff *= diff
+    if h is not None:
+        diff *= h
+    return diff.sum(axis=0)
+
+
+def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
+                    want_codes: bool) -> tuple[_Chunk, np.ndarray | None]:
+    """Every scale trial x grid; per block the lowest (h-weighted) error. Returns (chunk, errors);
+    errors are None when there is a single trial and grid and no OPQ needs them."""
+    trials = _block_scales(blocks, plan)
+    single = len(trials) * len(plan.tables) == 1
+    best: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    best_err = None
+    for s in trials:
+        full = s * plan.tensor_factor  # float32 product: the decoder's effective scale
+        y = blocks / np.where(full == 0, np.float32(1.0), full)
+        for k, table in enumerate(plan.tables):
+            w_hat = table.round(y)
+            w_hat *= full
+            if single and plan.outlier_factor is None:
+                best = (w_hat, y, s, np.zeros(s.shape, np.uint8))
+                break
+            err = _block_error(w_hat, blocks, h)
+            if best is None or best_err is None:
+                best, best_err = (w_hat, y, s, np.full(s.shape, k, np.uint8)), err
+                continue
+            better = err < best_err
+            best = (np.where(better, w_hat, best[0]), np.where(better, y, best[1]),
+                    np.where(better, s, best[2]), np.where(better, np.uint8(k), best[3]))
+            best_err = np.where(better, err, best_err)
+    assert best is not None
+    w_hat, y, s, grid = best
+    codes = None
+    if want_codes:
+        codes = plan.tables[0].index(y)
+        for k in range(1, len(plan.tables)):
+            codes = np.where(grid == k, plan.tables[k].index(y), codes)
+    return _Chunk(w_hat, codes, grid, s, None), best_err
+
+
+def _finish(blocks: np.ndarray, chunk: _Chunk, plan: _Plan, h: np.ndarray | None) -> np.ndarray | None:
+    """Store large residuals aside (their BF16 values replace w_hat); returns the sparse mask.
+
+    An entry is stored only where its BF16 value is closer than the quantized one, so the
+    correction never hurts.
+    """
+    sparse = chunk.sparse
+    if plan.residual_cut is not None:
+        r = _residual_score(blocks, chunk.w_hat, h if plan.h is not None else None)
+        exact = _bf16(blocks)
+        picked = (r > np.float32(plan.residual_cut)) & (np.abs(exact - blocks) < np.abs(chunk.w_hat - blocks))
+        if sparse is not None:
+            picked &= ~sparse
+        chunk.w_hat = np.where(picked, exact, chunk.w_hat)
+        sparse = picked if sparse is None else sparse | picked
+    chunk.sparse = sparse
+    return sparse
+
+
+def _residual_score(blocks: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None) -> np.ndarray:
+    r = w_hat - blocks
+    r *= r
+    if h is not None:
+        r *= h
+    return r
 
 
 def _row_chunks(rows: int, cols: int) -> list[slice]:
@@ -198,35 +351,107 @@ def _map_chunks(fn: Callable[[slice], T], chunks: list[slice], threads: int | No
     workers = threads or os.cpu_count() or 1
     if workers == 1 or len(chunks) == 1:
         return map(fn, chunks)
-    pool = ThreadPoolExecutor(max_workers=workers)
-    try:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         return iter(list(pool.map(fn, chunks)))
-    finally:
-        pool.shutdown(wait=False)
+
+
+def _fit_learned(w: np.ndarray, plan: _Plan, threads: int | None) -> _Plan:
+    """Fit the learned grid (DD4) of ``plan`` to ``w``: weighted Lloyd-Max, alternating with
+    block assignment when it is paired with a fixed grid (formats.md §1.11 [inference])."""
+    c = plan.candidate
+    k = next(i for i, a in enumerate(c.atoms) if a.kind is AtomKind.LEARNED)
+    span = 1.25 * c.target  # nearest-rounded scales let |y| exceed the target slightly
+    pinned = (0.0, c.target) if c.signed else (0.0,)
+    levels = plan.grids[k].astype(np.float64)
+    fit_plan = replace(plan, scale_trials=plan.scale_trials[:1], residual_cut=None, outlier_factor=None)
+    h_all = plan.h
+
+    for _ in range(FIT_ROUNDS if c.dual else 1):
+        def one(rows: slice, fit_plan: _Plan = fit_plan) -> Histogram:
+            part = w[rows]
+            blocks = _block_view(part, fit_plan.block)
+            h = _h_blocks(h_all, fit_plan.block, part.shape[0])
+            s = _block_scales(blocks, fit_plan)[0]
+            full = s * fit_plan.tensor_factor
+            y = blocks / np.where(full == 0, np.float32(1.0), full)
+            weight = np.broadcast_to(full * full, y.shape)
+            if h is not None:
+                weight = weight * h
+            if c.dual:  # only the blocks this grid wins
+                chunk, _ = _best_of_trials(blocks, fit_plan, h if fit_plan.h is not None else None, False)
+                keep = chunk.grid == k
+                y, weight = y[:, keep], weight[:, keep]
+            hist = Histogram.empty(-span, span)
+            hist.add(y, weight)
+            return hist
+
+        total = Histogram.empty(-span, span)
+        for hist in _map_chunks(one, _row_chunks(*w.shape), threads):
+            total.weight[:] += hist.weight
+            total.weighted_sum[:] += hist.weighted_sum
+        levels = lloyd(total, levels, pinned)
+        grids = list(fit_plan.grids)
+        grids[k] = _lut_round(c, k, levels)
+        fit_plan = replace(fit_plan, grids=tuple(grids), tables=_tables(tuple(grids)))
+    return replace(plan, grids=fit_plan.grids, tables=fit_plan.tables)
+
+
+def _residual_cut(w: np.ndarray, plan: _Plan, threads: int | None) -> float:
+    """The score above which an element is among the top ``fraction`` residuals of the tensor."""
+    c = plan.candidate
+    assert c.residual is not None
+    k = max(1, round(c.residual.fraction * w.size))
+
+    def one(rows: slice) -> np.ndarray:
+        part = w[rows]
+        blocks = _block_view(part, plan.block)
+        h = _h_blocks(plan.h, plan.block, part.shape[0])
+        chunk = _quantize_blocks(blocks, plan, h, want_codes=False)
+        score = _residual_score(blocks, chunk.w_hat, h)
+        if chunk.sparse is not None:
+            score[chunk.sparse] = 0.0  # outliers are already stored aside
+        return score.reshape(-1)
+
+    scores = np.concatenate(list(_map_chunks(one, _row_chunks(*w.shape), threads)))
+    kth = np.partition(scores, scores.size - k)[scores.size - k]
+    # Strictly above the next lower score: exactly k entries unless scores tie.
+    return float(np.nextafter(kth, np.float32(-np.inf))) if kth > 0 else float("inf")
+
+
+def _prepare(w: np.ndarray, candidate: Candidate, act: np.ndarray | None, name: str,
+             threads: int | None) -> tuple[np.ndarray, np.ndarray | None, _Plan]:
+    w = _check_matrix(w, name, candidate.block_size)
+    h = _check_act(act, w.shape[1], name)
+    plan = _plan(w, candidate, name, h, threads)
+    if candidate.residual is not None:
+        plan = replace(plan, residual_cut=_residual_cut(w, plan, threads))
+    return w, h, plan
 
 
 def measure(
     w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = None, name: str = "tensor",
     threads: int | None = None,
 ) -> ErrorStats:
-    """Reconstruction error of ``w`` under ``candidate``.
+    """Reconstruction error of ``w`` under ``candidate``, with block and sparse-entry counts.
 
     Args:
         w: (out, in) weights, any float dtype (converted to float32).
         candidate: the format.
-        act: optional (in,) per-input-channel activation weights h_j >= 0.
+        act: optional (in,) per-input-channel activation weights h_j >= 0: weighted metrics are
+            reported, and candidates with ``:aw`` use them for their data-dependent choices.
         threads: worker threads (default: all cores); the result does not depend on it.
     """
-    w = _check_matrix(w, name, candidate.block_size)
-    h = _check_act(act, w.shape[1], name)
-    plan = _plan(w, candidate, name)
+    w, h, plan = _prepare(w, candidate, act, name, threads)
 
     def one(rows: slice) -> ErrorStats:
         part = w[rows]
-        w_hat, _, _ = _quantize_rows(part, plan, want_codes=False)
-        blocks = part.reshape(-1, plan.block).T  # same (B, n_blocks) layout as w_hat
-        h_blocks = None if h is None else np.tile(h.reshape(-1, plan.block).T, (1, part.shape[0]))
-        return chunk_stats(blocks, w_hat, h_blocks)
+        blocks = _block_view(part, plan.block)
+        hb = _h_blocks(h, plan.block, part.shape[0])
+        chunk = _quantize_blocks(blocks, plan, hb, want_codes=False)
+        sparse = _finish(blocks, chunk, plan, hb)
+        stats = chunk_stats(blocks, chunk.w_hat, hb)
+        return replace(stats, blocks=chunk.grid.size, second_grid_blocks=int(np.count_nonzero(chunk.grid)),
+                       sparse=0 if sparse is None else int(np.count_nonzero(sparse)))
 
     stats = _map_chunks(one, _row_chunks(*w.shape), threads)
     total = next(stats)
@@ -235,30 +460,47 @@ def measure(
     return total
 
 
-def quantize(w: np.ndarray, candidate: Candidate, *, name: str = "tensor", threads: int | None = None) -> QuantizedTensor:
-    """Quantize ``w`` (out, in) to codes and block scales."""
-    w = _check_matrix(w, name, candidate.block_size)
-    plan = _plan(w, candidate, name)
+def quantize(w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = None, name: str = "tensor",
+             threads: int | None = None) -> QuantizedTensor:
+    """Quantize ``w`` (out, in) to codes, block scales, grid selections and sparse entries."""
+    w, h, plan = _prepare(w, candidate, act, name, threads)
     rows, cols = w.shape
 
-    def one(r: slice) -> tuple[np.ndarray, np.ndarray]:
+    def one(r: slice) -> tuple[np.ndarray, ...]:
         part = w[r]
-        _, codes, scales = _quantize_rows(part, plan, want_codes=True)
-        assert codes is not None
-        return _blocks_to_rows(codes, part.shape), scales.reshape(part.shape[0], -1)
+        blocks = _block_view(part, plan.block)
+        hb = _h_blocks(h, plan.block, part.shape[0])
+        chunk = _quantize_blocks(blocks, plan, hb, want_codes=True)
+        sparse = _finish(blocks, chunk, plan, hb)
+        assert chunk.codes is not None
+        n = part.shape[0]
+        mask = np.zeros(part.shape, bool) if sparse is None else _blocks_to_rows(sparse, part.shape)
+        return (_blocks_to_rows(chunk.codes, part.shape), chunk.grid.reshape(n, -1),
+                chunk.scales.reshape(n, -1), mask)
 
     parts = list(_map_chunks(one, _row_chunks(rows, cols), threads))
-    codes = np.concatenate([p[0] for p in parts])
-    scales = np.concatenate([p[1] for p in parts])
-    return QuantizedTensor(candidate, (rows, cols), codes, scales, float(plan.tensor_factor))
+    mask = np.concatenate([p[3] for p in parts])
+    index = np.flatnonzero(mask)
+    return QuantizedTensor(
+        candidate=candidate, shape=(rows, cols), grids=plan.grids,
+        codes=np.concatenate([p[0] for p in parts]), grid_index=np.concatenate([p[1] for p in parts]),
+        scales=np.concatenate([p[2] for p in parts]), tensor_factor=float(plan.tensor_factor),
+        sparse_index=index, sparse_value=_bf16(w.reshape(-1)[index]),
+    )
 
 
 def dequantize(q: QuantizedTensor) -> np.ndarray:
-    """Decode to float32: value[code] * (scale * tensor_factor), exactly as :func:`measure` does."""
-    values = np.asarray(q.candidate.atom.values, dtype=np.float32)
-    full = q.scales * np.float32(q.tensor_factor)
+    """Decode to float32 exactly as :func:`measure` does."""
+    width = max(g.size for g in q.grids)
+    table = np.zeros((len(q.grids), width), np.float32)
+    for k, g in enumerate(q.grids):
+        table[k, : g.size] = g
     block = q.shape[1] // q.scales.shape[1]
-    return (values[q.codes].reshape(-1, block) * full.reshape(-1, 1)).reshape(q.shape)
+    full = (q.scales * np.float32(q.tensor_factor)).reshape(-1, 1)
+    grid = np.repeat(q.grid_index.reshape(-1), block).reshape(-1, block)
+    out = (table[grid, q.codes.reshape(-1, block)] * full).reshape(q.shape)
+    out.reshape(-1)[q.sparse_index] = q.sparse_value
+    return out
 
 
 def _check_act(act: np.ndarray | None, cols: int, name: str) -> np.ndarray | None:

@@ -54,13 +54,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_table(rows: list[Measurement], label: str, totals_only: bool) -> None:
     table = Table(title=f"Reconstruction error on {label}")
-    for col in ("candidate", "tensor", "elements", "bpw [bit]", "rel. MSE", "SQNR [dB]", "1-cos [ppm]"):
+    for col in ("candidate", "tensor", "elements", "bpw [bit]", "rel. MSE", "SQNR [dB]", "1-cos [ppm]",
+                "2nd grid [%]", "stored aside"):
         table.add_column(col, justify="left" if col in ("candidate", "tensor") else "right")
     shown = [m for m in rows if m.tensor == TOTAL] if totals_only else rows
     ordered = sorted(shown, key=lambda m: (m.tensor == TOTAL, m.tensor if m.tensor != TOTAL else "", rows.index(m)))
     for m in ordered:
         s = m.stats
-        tensor = "TOTAL (element-weighted)" if m.tensor == TOTAL else m.tensor + (" (pre-quantized)" if m.prequantized else "")
+        tensor = "TOTAL" if m.tensor == TOTAL else m.tensor + (" (pre-quantized)" if m.prequantized else "")
+        dual = f"{100 * s.second_grid_fraction:.1f}" if "|" in m.candidate else "-"
         table.add_row(m.candidate, tensor, f"{m.numel:,}", f"{m.bpw:.4f}", fmt_sci(s.rel_mse),
-                      f"{s.sqnr_db:.2f}", f"{s.cos_deficit_ppm:.1f}", end_section=False)
+                      f"{s.sqnr_db:.2f}", f"{s.cos_deficit_ppm:.1f}", dual, f"{s.sparse:,}")
     console().print(table)

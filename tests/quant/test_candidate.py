@@ -11,7 +11,8 @@ from quant import parse_candidate, quantize
 from quant.candidate import ScaleRule, TensorScale
 from quant.errors import CandidateError, UnknownFormatError
 
-ATOMS = ["E2M1", "E2M3", "E3M2", "E4M3", "E5M2", "INT4", "INT8", "NF4", "BOF4", "BOF4S32", "E3M3", "E1M2"]
+ATOMS = ["E2M1", "E2M3", "E3M2", "E4M3", "E5M2", "INT4", "INT8", "NF4", "BOF4-64", "BOF4S-32", "E3M3", "E1M2",
+         "SH4", "SPLIT87", "DD4", "NF4|DD4", "E2M1|INT4", "BOF4S-16|DD4", "E2M3|E3M2"]
 SCALES = ["UE8M0", "UE4M4", "UE4M3", "UE5M7", "E4M3", "S1E5M5", "FP32", "E8M7"]
 WIDE = ("UE8M0", "FP32", "E8M7")
 BLOCKS = ["", "@8", "@16", "@32", "@64", "@layer"]
@@ -26,8 +27,18 @@ def candidate_names(draw) -> str:
     scale = draw(st.sampled_from(SCALES))
     if scale in WIDE:
         opts = [o for o in opts if o not in ("tfp32", "tpot")]
-    name = draw(st.sampled_from(ATOMS)) + "s" + scale + block
-    name = "".join([name, *(f":{o}" for o in opts)])
+    atoms = draw(st.sampled_from(ATOMS))
+    if "|" in atoms and block != "@layer":
+        opts.append("selbit")
+    elif "|" in atoms:
+        atoms = atoms.split("|")[0]
+    opts += draw(st.lists(st.sampled_from(["aw", "lut=E4M3", "lut=E5M2"]), max_size=2, unique=True))
+    corrections = draw(st.lists(st.sampled_from(["+res(0.5%)", "+res(1.25%,24)"]), max_size=1))
+    if block in ("", "@16", "@32", "@64"):  # smaller blocks cannot reach these OPQ thresholds
+        corrections += draw(st.lists(st.sampled_from(["+opq(0.95)", "+opq(0.99,blockidx)"]), max_size=1))
+    if len({c.split(",")[-1] for c in corrections}) > 1:
+        corrections = corrections[:1]
+    name = "".join([atoms + "s" + scale + block, *(f":{o}" for o in opts), *corrections])
     return name.lower() if draw(st.booleans()) else name
 
 
@@ -48,8 +59,8 @@ def test_parse_print_round_trip(name):
     ("NF4sFP32@64", 4.5),         # bitsandbytes NF4 without double quant
     ("E2M3sS1E5M5", 6.75),        # 6-bit atom + 12-bit scale, g = 16
     ("E4M3sUE8M0@layer", 8.0),    # per-layer POT FP8 baseline
-    ("BOF4S32sUE4M4@32", 4 + 8 / 32 + 1 / 32),  # signed absmax on an unsigned scale: +1 sign bit
-    ("BOF4S32sE4M3@32", 4 + 8 / 32),            # ... free in E4M3's sign bit
+    ("BOF4S-32sUE4M4@32", 4 + 8 / 32 + 1 / 32),  # signed absmax on an unsigned scale: +1 sign bit
+    ("BOF4S-32sE4M3@32", 4 + 8 / 32),            # ... free in E4M3's sign bit
 ])
 def test_nominal_bpw(name, bpw):
     assert parse_candidate(name).nominal_bpw == pytest.approx(bpw, abs=1e-12)
@@ -63,7 +74,7 @@ def test_per_tensor_constants():
 
 
 @pytest.mark.parametrize("name", ["E2M3sUE4M4", "E2M1sE4M3@16:4o6", "NF4sFP32@64", "E4M3sUE8M0@layer",
-                                  "BOF4S32sUE4M4@32", "INT4sUE8M0@8"])
+                                  "BOF4S-32sUE4M4@32", "INT4sUE8M0@8"])
 def test_bits_equal_what_quantize_stores(name):
     """Independent count: code width x codes + scale width x stored scales + sign bits + constants."""
     c = parse_candidate(name)
@@ -82,8 +93,8 @@ def test_defaults():
     assert parse_candidate("E2M1sUE8M0@32").rule is ScaleRule.FLOOR  # OCP MX rule for POT scales
     assert parse_candidate("E4M3sUE8M0@layer").rule is ScaleRule.CEIL
     assert parse_candidate("E2M3sUE4M4").tensor_scale is TensorScale.FP32
-    assert parse_candidate("BOF4S32sUE4M4@32").signed
-    assert parse_candidate("bof4ssue4m4@32").atom.name == "BOF4S32"  # BOF4S = block-matched table
+    assert parse_candidate("BOF4S-32sUE4M4@32").signed
+    assert parse_candidate("bof4ssue4m4@32").atom.name == "BOF4S-32"  # BOF4S = block-matched table
 
 
 @pytest.mark.parametrize(("name", "error", "text"), [
@@ -92,8 +103,18 @@ def test_defaults():
     ("E2M3UE4M4", CandidateError, "ATOMsSCALE"),
     ("E2M3sUE4M4@0", CandidateError, "positive integer"),
     ("E2M3sUE4M4:fast", CandidateError, "unknown option"),
-    ("E4M3sUE8M0@layer:tfp32", CandidateError, "already per tensor"),
-    ("E4M3sUE8M0@layer:mse", CandidateError, "searches per block"),
+    ("E4M3sUE4M4@layer:tfp32", CandidateError, "already per tensor"),
+    ("E4M3sUE8M0@layer:mse", CandidateError, "work per block"),
+    ("NF4|DD4|E2M1sUE4M4", CandidateError, "at most two grids"),
+    ("NF4|E2M3sUE4M4", CandidateError, "same code width"),
+    ("NF4|E2M1sE4M3:selsign", CandidateError, "symmetric grids"),
+    ("E2M1|INT4sUE4M4:selmeta", CandidateError, "metabit"),
+    ("NF4sUE4M4:selbit", CandidateError, "needs a dual pair"),
+    ("NF4sUE4M4+opq(1.5)", CandidateError, "in \\(0, 1\\)"),
+    ("NF4sUE4M4+res(0.5)", CandidateError, "percentage"),
+    ("NF4sUE4M4+magic(3)", CandidateError, "unknown correction"),
+    ("BOF4sUE4M4@32", CandidateError, "no table for block 32"),
+    ("NF4sUE4M4+opq(0.999)", CandidateError, "can exceed 3.75"),  # Samuelson bound at block 16
     ("E2M1sUE8M0@32:tpot", CandidateError, "drop :tpot"),
 ])
 def test_bad_names_fail_with_one_line(name, error, text):

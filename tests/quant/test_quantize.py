@@ -31,8 +31,8 @@ GAUSSIAN_REFERENCE = [
     ("INT4sFP32", 7.257),
     ("E2M1sFP32", 8.859),
     ("NF4sFP32", 6.534),
-    ("BOF4sFP32", 5.696),
-    ("BOF4S32sFP32", 5.167),
+    ("BOF4-64sFP32", 5.696),
+    ("BOF4S-32sFP32", 5.167),
     ("E2M3sFP32", 0.501),
     ("E3M2sFP32", 1.986),
     ("E4M3sFP32", 0.498),
@@ -45,7 +45,7 @@ GAUSSIAN_REFERENCE = [
     ("E2M1sUE8M0@32", 13.224),
     ("E4M3sUE8M0", 1.018),
     ("NF4sFP32@64", 8.462),
-    ("BOF4S64sFP32@64", 7.353),
+    ("BOF4S-64sFP32@64", 7.353),
     ("E4M3sUE8M0@layer", 0.705),    # the per-layer POT FP8 baseline
 ]
 
@@ -80,7 +80,8 @@ def test_metrics_equal_a_direct_float64_computation():
     assert s.rel_mse == pytest.approx(np.sum(d**2) / np.sum(w64**2), rel=1e-6)
     cos = np.sum(w64 * q) / np.sqrt(np.sum(w64**2) * np.sum(q**2))
     assert s.cosine == pytest.approx(cos, abs=1e-9)
-    assert s.act_mse == pytest.approx(np.sum(h * d**2) / (h.sum() * 48), rel=1e-12)
+    # activation weights enter as float32 (per-element tile): relative precision ~1e-7
+    assert s.act_mse == pytest.approx(np.sum(h * d**2) / (h.sum() * 48), rel=1e-6)
     acos = np.sum(h * w64 * q) / np.sqrt(np.sum(h * w64**2) * np.sum(h * q**2))
     assert s.acos_deficit_ppm == pytest.approx(1e6 * (1 - acos), rel=1e-4)
 
@@ -97,7 +98,7 @@ def test_measure_equals_dequantize_and_is_thread_independent(gaussian):
 matrices = arrays(np.float32, st.tuples(st.integers(1, 6), st.sampled_from([64, 128])),
                   elements=st.floats(-1e3, 1e3, width=32))
 names = st.sampled_from(["E2M1sE4M3@16", "E2M3sUE4M4", "NF4sFP32@16", "INT4sUE8M0@16", "E4M3sUE8M0@layer",
-                         "BOF4S32sE4M3@16", "E3M2sUE4M4@16:tpot", "E2M1sE4M3@16:4o6", "NF4sUE4M4@16:mse"])
+                         "BOF4S-32sE4M3@16", "E3M2sUE4M4@16:tpot", "E2M1sE4M3@16:4o6", "NF4sUE4M4@16:mse"])
 
 
 @settings(max_examples=150, deadline=None)
@@ -117,7 +118,7 @@ def test_dequantized_values_lie_on_the_scaled_grid(w, name):
 # finds the same scale: exact FP32 scales, the OCP MX floor rule, the @layer POT ceil rule.
 # With a rounded (UE4M4, E4M3) scale the max may round to a lower level and the second pass
 # picks a smaller scale; MSE searches see a different max, hence different candidates.
-idempotent_names = st.sampled_from(["NF4sFP32@16", "E2M3sFP32@32", "BOF4S32sFP32@16", "INT4sFP32@64",
+idempotent_names = st.sampled_from(["NF4sFP32@16", "E2M3sFP32@32", "BOF4S-32sFP32@16", "INT4sFP32@64",
                                     "E2M1sUE8M0@32", "E3M2sUE8M0@16", "E4M3sUE8M0@layer", "E2M3sE8M7@16"])
 
 

@@ -1,0 +1,116 @@
+"""Learned codebooks: weighted Lloyd-Max on block-normalised values.
+
+One algorithm serves three uses:
+
+* DD4, SOP's per-layer codebook hosted in LUT SRAM (formats.md §1.11 [inference]: weighted
+  Lloyd-Max on the layer's block-normalised weights, sample weight = squared block scale x
+  activation weight of the input channel, pinned 0 and, under a signed scale, +1);
+* BOF4 / BOF4-S for any block size (arXiv 2505.06653 §3.1-3.2, eq. 6: MSE centroids weighted by
+  the squared block maximum; BOF4 pins -1, 0, +1; BOF4-S pins 0, +1);
+* the reconstructed Split87 grid.
+
+Lloyd runs on a weighted histogram of the samples (2**16 bins, each keeping the exact weighted
+sum of its samples), so a 16M-element tensor costs one pass to bin and then milliseconds per
+iteration; the bin width (~3e-5 of the range) bounds the approximation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+HIST_BINS = 1 << 16
+MAX_ITERATIONS = 200
+TOLERANCE = 1e-9  # stop when no level moves more than this
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Weighted histogram of normalised values: per bin, sum of weights and of weight x value."""
+
+    lo: float
+    hi: float
+    weight: np.ndarray
+    """(bins,) float64 sum of sample weights."""
+    weighted_sum: np.ndarray
+    """(bins,) float64 sum of weight x value."""
+
+    @classmethod
+    def empty(cls, lo: float, hi: float, bins: int = HIST_BINS) -> Histogram:
+        return cls(lo, hi, np.zeros(bins), np.zeros(bins))
+
+    def add(self, y: np.ndarray, weight: np.ndarray) -> None:
+        """Accumulate samples ``y`` with ``weight`` (same shape) in place."""
+        bins = self.weight.size
+        flat = y.reshape(-1)
+        index = ((flat - np.float32(self.lo)) * np.float32(bins / (self.hi - self.lo))).astype(np.intp)
+        np.clip(index, 0, bins - 1, out=index)
+        wt = weight.reshape(-1).astype(np.float64)
+        self.weight[:] += np.bincount(index, weights=wt, minlength=bins)
+        self.weighted_sum[:] += np.bincount(index, weights=wt * flat, minlength=bins)
+
+
+def lloyd(hist: Histogram, init: np.ndarray, pinned: tuple[float, ...] = (),
+          max_iterations: int = MAX_ITERATIONS) -> np.ndarray:
+    """Weighted Lloyd-Max levels (sorted float64) from ``init``; levels in ``pinned`` never move.
+
+    Each bin acts as one point at its weighted mean; cells are split at level midpoints.
+    A level whose cell is empty keeps its position (it cannot get worse than unused).
+    """
+    occupied = hist.weight > 0
+    point = hist.weighted_sum[occupied] / hist.weight[occupied]
+    mass = hist.weight[occupied]
+    mass_sum = hist.weighted_sum[occupied]
+    levels = np.sort(np.asarray(init, dtype=np.float64))
+    fixed = np.isin(levels, np.asarray(pinned, dtype=np.float64))
+    for _ in range(max_iterations):
+        cell = np.searchsorted((levels[:-1] + levels[1:]) / 2, point, side="right")
+        w = np.bincount(cell, weights=mass, minlength=levels.size)
+        s = np.bincount(cell, weights=mass_sum, minlength=levels.size)
+        new = np.where((w > 0) & ~fixed, s / np.where(w > 0, w, 1.0), levels)
+        new.sort()  # centroids of ordered cells stay ordered; sort guards ties
+        moved = np.max(np.abs(new - levels))
+        levels = new
+        fixed = np.isin(levels, np.asarray(pinned, dtype=np.float64))
+        if moved < TOLERANCE:
+            break
+    return levels
+
+
+def normal_quantile_levels(n: int) -> np.ndarray:
+    """An NF-style start: n levels at normal quantiles, with an exact 0 and max |level| = 1."""
+    from scipy.stats import norm
+
+    positive = n // 2
+    negative = n - positive - 1
+    offset = 0.9677083  # bitsandbytes create_normal_map offset (formats.md §1.5)
+    pos = norm.ppf(np.linspace(offset, 0.5, positive + 1)[:-1])
+    neg = -norm.ppf(np.linspace(offset, 0.5, negative + 1)[:-1])
+    levels = np.sort(np.concatenate([neg, [0.0], pos]))
+    return levels / np.max(np.abs(levels))
+
+
+def derive_bof4(block_size: int, *, signed: bool, samples: int = 1 << 22, seed: int = 0) -> np.ndarray:
+    """BOF4 (absmax, pins -1/0/+1) or BOF4-S (signed absmax, pins 0/+1) levels for ``block_size``.
+
+    Monte-Carlo on standard normal blocks, MSE centroids weighted by the squared block maximum
+    (arXiv 2505.06653 eq. 6). Returns 16 sorted float32 levels.
+    """
+    rng = np.random.default_rng(seed)
+    blocks = rng.standard_normal((samples // block_size, block_size), dtype=np.float32)
+    if signed:
+        extreme = np.take_along_axis(blocks, np.abs(blocks).argmax(axis=1)[:, None], axis=1)
+    else:
+        extreme = np.abs(blocks).max(axis=1, keepdims=True)
+    y = blocks / extreme
+    weight = np.broadcast_to(extreme * extreme, y.shape)
+    hist = Histogram.empty(-1.0, 1.0)
+    hist.add(y, weight)
+    init = normal_quantile_levels(16)
+    if signed:  # 7 negative levels, 0, 8 positive ending at +1 (BOF4-S structure, §3.2)
+        pinned: tuple[float, ...] = (0.0, 1.0)
+        init = np.concatenate([init[:7] * 0.85, init[7:]])
+    else:
+        pinned = (-1.0, 0.0, 1.0)
+    return lloyd(hist, init, pinned).astype(np.float32)
