@@ -8,6 +8,8 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 
 def console() -> Console:
@@ -33,3 +35,12 @@ def _finite(obj: Any) -> Any:
 
 def fmt_sci(x: float, digits: int = 3) -> str:
     return "-" if not math.isfinite(x) else f"{x:.{digits}e}"
+
+
+def table(title: str, columns: list[str], left: int = 1) -> Table:
+    """A rich Table whose headers are literal text (units in [brackets] are not markup);
+    the first ``left`` columns are left-aligned, the rest (numbers) right-aligned."""
+    out = Table(title=title)
+    for i, name in enumerate(columns):
+        out.add_column(Text(name), justify="left" if i < left else "right")
+    return out

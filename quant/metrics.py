@@ -10,8 +10,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Literal
 
 import numpy as np
+
+
+def activation_weights(mean_square: np.ndarray, power: Literal[1, 2] = 2) -> np.ndarray:
+    """Per-input-channel weights h_j from mean squared activations E[x_j^2] (what imatrix stores).
+
+    With channel norm c_j = sqrt(E[x_j^2]), ``power=2`` gives h_j = c_j^2, the diagonal of X^T X
+    up to the token count: the exact output-error weight derived above, and the default.
+    ``power=1`` gives h_j = c_j, a flatter weighting (SOP's ACos may use either; formats.md §6.2).
+    """
+    ms = np.asarray(mean_square, dtype=np.float64)
+    if power not in (1, 2):
+        raise ValueError("power must be 1 (h = c) or 2 (h = c^2)")
+    return ms if power == 2 else np.sqrt(ms)
 
 
 @dataclass(frozen=True)

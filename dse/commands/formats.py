@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.table import Table
-
+from dse import render
 from dse.render import console, print_json
 from quant.formats import get_atom, known_atom_names
 from quant.scales import BUILTIN_SCALES, get_scale
@@ -45,17 +44,15 @@ def run(args: argparse.Namespace) -> int:
         print_json(records)
         return 0
     out = console()
-    atoms = Table(title="Atom formats (element grids)")
-    for col in ("name", "kind", "bits", "values", "range", "min |v|>0", "source"):
-        atoms.add_column(col)
+    atoms = render.table("Atom formats (element grids)",
+                         ["name", "kind", "code bits", "values", "range", "min |v| > 0", "source"], left=2)
     for a in records["atoms"]:
         note = f" [{a['note']}]" if a["note"] else ""
         atoms.add_row(a["name"], a["kind"], str(a["bits"]), str(a["values"]),
                       f"{a['min']:.6g} .. {a['max']:.6g}", f"{a['min_positive']:.6g}", a["source"] + note)
     out.print(atoms)
-    scales = Table(title="Scale formats")
-    for col in ("name", "bits", "signed", "significand bits", "min > 0", "max", "source"):
-        scales.add_column(col)
+    scales = render.table("Scale formats",
+                          ["name", "bits", "signed", "significand bits", "min > 0", "max", "source"])
     for s in records["scales"]:
         scales.add_row(s["name"], str(s["bits"]), "yes" if s["signed"] else "no", str(s["significand_bits"]),
                        f"{s['min_positive']:.6g}", f"{s['max']:.6g}", s["source"])

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
+from dse import render
 from dse.measurement import TOTAL, Measurement, measure_source
 from dse.render import console, fmt_sci, print_json
 from models.sources import open_source
@@ -53,10 +52,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(rows: list[Measurement], label: str, totals_only: bool) -> None:
-    table = Table(title=f"Reconstruction error on {label}")
-    for col in ("candidate", "tensor", "elements", "bpw [bit]", "rel. MSE", "SQNR [dB]", "1-cos [ppm]",
-                "2nd grid [%]", "stored aside"):
-        table.add_column(col, justify="left" if col in ("candidate", "tensor") else "right")
+    table = render.table(f"Reconstruction error on {label}", [
+        "candidate", "tensor", "elements", "bpw [bit]", "rel. MSE", "SQNR [dB]", "1-cos [ppm]",
+        "2nd grid [%]", "stored aside"], left=2)
     shown = [m for m in rows if m.tensor == TOTAL] if totals_only else rows
     ordered = sorted(shown, key=lambda m: (m.tensor == TOTAL, m.tensor if m.tensor != TOTAL else "", rows.index(m)))
     for m in ordered:
