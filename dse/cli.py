@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except DseError as err:
-        print(f"dse: error: {err}", file=sys.stderr)
+        for line in str(err).splitlines():  # a scenario may have several problems: one line each
+            print(f"dse: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dse: interrupted", file=sys.stderr)

@@ -4,7 +4,7 @@
     s.t. sum_k x[i,k] = 1                        one_choice_<item>
          sum_{i,k} b[i,k] x[i,k] <= B * N        bit_budget
          sum_{i,k} E[i,k] x[i,k] <= E_max        energy_budget      (optional)
-         sum_{k in u} x[i,k] <= y[u]   for all i  uses_<unit>_<item> (only with an area cap)
+         sum_{k uses u} x[i,k] <= y[u] for all i  uses_<unit>_<item> (only with an area cap)
          sum_u A[u] y[u] <= A_max                area_budget        (optional)
 
 (allocation-and-ux.md §2.5). CBC from the PuLP 3.x bundle by default, HiGHS when ``highspy`` is
@@ -109,13 +109,13 @@ def build_mckp(problem: Problem, caps: Caps, mask: np.ndarray | None = None,
         prob += (pulp.lpSum(problem.energy[i, k] * v for (i, k), v in x.items())
                  <= caps.energy_j_per_token, "energy_budget")
     if caps.decode_area_mm2 is not None:
-        units = sorted({problem.unit_of_option[k] for _, k in x})
+        units = sorted(set().union(*(problem.units_of_option[k] for _, k in x)))
         y = {u: prob.add_variable(f"y_{j}", 0, 1, cat=pulp.LpBinary) for j, u in enumerate(units)}
         for i, opts in by_item.items():
-            for u in units:
-                members = [v for k, v in opts if problem.unit_of_option[k] == u]
+            for j, u in enumerate(units):
+                members = [v for k, v in opts if u in problem.units_of_option[k]]
                 if members:
-                    prob += pulp.lpSum(members) <= y[u], _row_name(f"uses_{u}", problem.items[i], used)
+                    prob += pulp.lpSum(members) <= y[u], _row_name(f"uses_{j}", problem.items[i], used)
         prob += pulp.lpSum(problem.unit_area_mm2.get(u, 0.0) * y[u] for u in units) <= caps.decode_area_mm2, \
             "area_budget"
     return model

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from models.sampling import SampledStats, sample_tensor
 from models.sources import TensorInfo, WeightSource
 from quant import Candidate, ErrorStats, measure
 
@@ -23,6 +24,8 @@ class Measurement:
     total_bits: float
     stats: ErrorStats
     prequantized: bool = False
+    sample: SampledStats | None = None
+    """Replicate estimates when ``stats`` was estimated from a sample of rows (None: exact)."""
 
     @property
     def bpw(self) -> float:
@@ -46,6 +49,8 @@ class Measurement:
         }
         if s.weighted:
             out.update(act_mse=s.act_mse, act_rel_mse=s.act_rel_mse, acos_deficit_ppm=s.acos_deficit_ppm)
+        if self.sample is not None:
+            out.update(rel_mse_ci95=list(self.sample.rel_mse_ci95))
         return out
 
 
@@ -55,10 +60,22 @@ def measure_source(
     *,
     threads: int | None = None,
     on_tensor: Callable[[TensorInfo], None] | None = None,
+    sample_fraction: float | None = None,
 ) -> list[Measurement]:
-    """Every (tensor, candidate) measurement, tensors streamed one at a time, then a total per candidate."""
+    """Every (tensor, candidate) measurement, tensors streamed one at a time, then a total per candidate.
+
+    With ``sample_fraction`` the errors are estimated from a seeded sample of row groups, with
+    95 % confidence intervals (models/sampling.py).
+    """
     rows: list[Measurement] = []
     for info in source.infos():
+        if sample_fraction is not None:
+            for c, est in zip(candidates, sample_tensor(source, info, candidates, sample_fraction, threads=threads)):
+                rows.append(Measurement(c.name, info.name, info.numel, c.bits(info.numel).total_bits,
+                                        est.estimate, info.prequantized, est))
+            if on_tensor is not None:
+                on_tensor(info)
+            continue
         w = source.load(info.name)
         for c in candidates:
             stats = measure(w, c, name=info.name, threads=threads)
@@ -79,6 +96,7 @@ def totals(rows: Sequence[Measurement]) -> list[Measurement]:
         merged[m.candidate] = m if prev is None else Measurement(
             m.candidate, TOTAL, prev.numel + m.numel, prev.total_bits + m.total_bits,
             prev.stats + m.stats, prev.prequantized or m.prequantized,
+            prev.sample + m.sample if prev.sample is not None and m.sample is not None else None,
         )
-    return [Measurement(m.candidate, TOTAL, m.numel, m.total_bits, m.stats, m.prequantized)
+    return [Measurement(m.candidate, TOTAL, m.numel, m.total_bits, m.stats, m.prequantized, m.sample)
             for m in merged.values()]

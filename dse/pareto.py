@@ -51,14 +51,14 @@ def pareto_points(points: Sequence[Point]) -> list[Point]:
 
 def useful_options(problem: Problem) -> np.ndarray:
     """(n_items, n_options) mask of options not dominated within their item in
-    (bits, error, energy) by an option that needs the same hardware unit.
+    (bits, error, energy) by an option needing no hardware unit beyond this one's.
 
-    A dominated option can never be in an optimal assignment, so the ILP drops it. Across
-    units it may still pay (it can spare a unit's area), so those comparisons are skipped.
+    A dominated option can never be in an optimal assignment, so the ILP drops it. An option
+    needing other units may still pay (it can spare a unit's area), so it does not dominate.
     """
     mask = problem.allowed.copy()
-    units = np.array(problem.unit_of_option)
-    same_unit = units[:, None] == units[None, :]
+    units = problem.units_of_option
+    same_unit = np.array([[ub <= ua for ub in units] for ua in units])  # [a, b]: b needs no more
     order = np.arange(len(problem.options))
     for i in range(len(problem.items)):
         costs = np.stack([problem.bits[i], problem.error[i], problem.energy[i]], axis=1)

@@ -28,10 +28,10 @@ class Problem:
     """(n_items, n_options) total storage bits."""
     energy: np.ndarray
     """(n_items, n_options) J per token for this item's weights (memory-bound decode)."""
-    unit_of_option: tuple[str, ...]
-    """Hardware unit (decoder/LUT datapath) each option needs."""
+    units_of_option: tuple[frozenset[str], ...]
+    """Hardware units (LUT, decoder, scale multiplier...) each option needs."""
     unit_area_mm2: dict[str, float] = field(default_factory=dict)
-    """Decode area of each hardware unit, paid once if any item uses it."""
+    """Area of each hardware unit, paid once if any item uses it."""
 
     @property
     def allowed(self) -> np.ndarray:
@@ -44,7 +44,7 @@ class Problem:
     def evaluate(self, choice: np.ndarray) -> Point:
         """Totals of an assignment ``choice`` (n_items,) of option indices."""
         rows = np.arange(len(self.items))
-        units = sorted({self.unit_of_option[k] for k in choice})
+        units = set().union(*(self.units_of_option[k] for k in choice))
         return Point(
             bpw=float(self.bits[rows, choice].sum() / self.total_numel),
             error=float(self.error[rows, choice].sum()),

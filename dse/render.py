@@ -13,8 +13,8 @@ from rich.text import Text
 
 
 def console() -> Console:
-    """The console subcommands print to (stdout; no colour when not a terminal)."""
-    return Console(highlight=False)
+    """The console subcommands print to: stdout, and 140 columns wide when not a terminal."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
 def print_json(payload: Any) -> None:

@@ -195,12 +195,17 @@ def _builtin_atoms() -> dict[str, AtomFormat]:
 def _learned(bits: int) -> AtomFormat:
     """DDn: a per-tensor codebook of 2**n levels fitted to the weights (quant.learned).
 
-    The registered values are only the starting point of the fit (NF-style normal quantiles).
+    The registered values are only the starting point of the fit: NF-style normal quantiles,
+    which for 16 levels is the NF4 table itself (no scipy import for the common case).
     """
-    from quant.learned import normal_quantile_levels
+    if bits == 4:
+        init: Iterable[float] = codebooks.NF4
+    else:
+        from quant.learned import normal_quantile_levels
 
+        init = normal_quantile_levels(1 << bits)
     return _codebook(
-        f"DD{bits}", normal_quantile_levels(1 << bits),
+        f"DD{bits}", init,
         "SOP per-layer LUT codebook (arXiv 2605.14929): weighted Lloyd-Max per tensor, see quant/learned.py",
         kind=AtomKind.LEARNED, note="learned per tensor",
     )

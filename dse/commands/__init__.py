@@ -1,5 +1,5 @@
 """Subcommands of ``dse``, one module each; add a module here to add a command."""
 
-from dse.commands import formats, measure
+from dse.commands import cost, explore, formats, measure, models
 
-COMMANDS = (formats, measure)
+COMMANDS = (formats, measure, cost, models, explore)

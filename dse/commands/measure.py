@@ -8,6 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from dse import render
 from dse.measurement import TOTAL, Measurement, measure_source
 from dse.render import console, fmt_sci, print_json
+from models.sampling import resolve_fraction
 from models.sources import open_source
 from quant import parse_candidate
 from quant.errors import DseError
@@ -17,10 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("measure", help="measure the reconstruction error of candidates on real or synthetic weights")
     p.add_argument("candidates", nargs="+", metavar="CANDIDATE", help="e.g. E2M3sUE4M4 E4M3sUE8M0@layer")
     p.add_argument("--weights", required=True, metavar="SOURCE",
-                   help="minilm | FILE.safetensors | DIR | synthetic:gaussian | synthetic:laplace")
+                   help="minilm | smollm2 | whisper-base | FILE.safetensors | FILE.gguf | DIR | "
+                        "MODEL:synthetic[:KIND] (see `dse models`) | synthetic:KIND")
     p.add_argument("--shape", default="4096x4096", help="synthetic matrix shape ROWSxCOLS (default 4096x4096)")
     p.add_argument("--seed", type=int, default=0, help="synthetic seed (default 0)")
     p.add_argument("--threads", type=int, default=None, help="threads per tensor (default: all cores)")
+    p.add_argument("--sample", default="auto", metavar="auto|off|FRACTION",
+                   help="estimate errors from a seeded sample of row groups with 95%% CIs; auto (default) "
+                        "samples only sources above 2^30 weights")
     p.add_argument("--totals-only", action="store_true", help="show only the total row of each candidate")
     p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     p.set_defaults(handler=run)
@@ -42,19 +47,21 @@ def run(args: argparse.Namespace) -> int:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console(), transient=True, disable=args.json) as progress:
         task = progress.add_task("measuring", total=len(infos))
+        fraction = resolve_fraction(args.sample, sum(info.numel for info in infos))
         rows = measure_source(source, candidates, threads=args.threads,
-                              on_tensor=lambda info: progress.advance(task))
+                              on_tensor=lambda info: progress.advance(task), sample_fraction=fraction)
     if args.json:
         print_json([m.record() for m in rows])
     else:
-        _print_table(rows, source.label, args.totals_only)
+        label = source.label if fraction is None else f"{source.label}, sampled {fraction:.3g} of row groups"
+        _print_table(rows, label, args.totals_only)
     return 0
 
 
 def _print_table(rows: list[Measurement], label: str, totals_only: bool) -> None:
     table = render.table(f"Reconstruction error on {label}", [
         "candidate", "tensor", "elements", "bpw [bit]", "rel. MSE", "SQNR [dB]", "1-cos [ppm]",
-        "2nd grid [%]", "stored aside"], left=2)
+        "2nd grid [%]", "stored aside"] + (["rel. MSE 95% CI"] if rows and rows[0].sample else []), left=2)
     shown = [m for m in rows if m.tensor == TOTAL] if totals_only else rows
     ordered = sorted(shown, key=lambda m: (m.tensor == TOTAL, m.tensor if m.tensor != TOTAL else "", rows.index(m)))
     for m in ordered:
@@ -62,5 +69,6 @@ def _print_table(rows: list[Measurement], label: str, totals_only: bool) -> None
         tensor = "TOTAL" if m.tensor == TOTAL else m.tensor + (" (pre-quantized)" if m.prequantized else "")
         dual = f"{100 * s.second_grid_fraction:.1f}" if "|" in m.candidate else "-"
         table.add_row(m.candidate, tensor, f"{m.numel:,}", f"{m.bpw:.4f}", fmt_sci(s.rel_mse),
-                      f"{s.sqnr_db:.2f}", f"{s.cos_deficit_ppm:.1f}", dual, f"{s.sparse:,}")
+                      f"{s.sqnr_db:.2f}", f"{s.cos_deficit_ppm:.1f}", dual, f"{s.sparse:,}",
+                      *([" .. ".join(map(fmt_sci, m.sample.rel_mse_ci95))] if m.sample else []))
     console().print(table)

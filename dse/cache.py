@@ -1,0 +1,99 @@
+"""Measurement cache: one small JSON file per (tensor content, candidate, activations, code version).
+
+Entries are written atomically (temp file + rename in the same directory), so a run killed at
+any point leaves only complete entries, and a restart re-measures only what is missing.
+Changing budgets, hardware or the objective never invalidates an entry: none of them is part
+of the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from quant.metrics import ErrorStats
+
+# Bump when a change to quant/ alters measured numbers: old entries are then ignored.
+CACHE_VERSION = "sop-dse-measure-1"
+
+
+def content_hash(array: np.ndarray | None) -> str:
+    """BLAKE2b of an array's dtype, shape and bytes ('' for None)."""
+    if array is None:
+        return ""
+    a = np.ascontiguousarray(array)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.view(np.uint8).reshape(-1).data)
+    return h.hexdigest()
+
+
+class MeasurementCache:
+    """Measured ErrorStats on disk, keyed by content."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def key(self, tensor_hash: str, candidate: str, act_hash: str) -> str:
+        return hashlib.blake2b(f"{CACHE_VERSION}|{tensor_hash}|{candidate}|{act_hash}".encode(),
+                               digest_size=16).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> ErrorStats | None:
+        try:
+            data = json.loads(self._path(key).read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None  # a missing or unreadable entry is simply measured again
+        return ErrorStats(**{k: (float("nan") if v is None else v) for k, v in data.items()})
+
+    def put(self, key: str, stats: ErrorStats) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in asdict(stats).items()}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(payload, fh)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class SolutionCache:
+    """Solved sweeps, keyed by the problem's content, the budgets and the solver: a rerun that
+    changes nothing the optimizer sees does not solve again."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / "solutions"
+
+    @staticmethod
+    def key(arrays: list[np.ndarray], labels: list[str]) -> str:
+        h = hashlib.blake2b(digest_size=16)
+        h.update(CACHE_VERSION.encode())
+        for a in arrays:
+            h.update(content_hash(np.asarray(a)).encode())
+        for label in labels:
+            h.update(label.encode())
+        return h.hexdigest()
+
+    def get(self, key: str) -> list[list[int]] | None:
+        try:
+            return json.loads((self.root / f"{key}.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def put(self, key: str, choices: list[list[int]]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(choices, fh)
+        os.replace(tmp, self.root / f"{key}.json")

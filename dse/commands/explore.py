@@ -1,0 +1,55 @@
+"""``dse explore``: measure, optimize and report a scenario; ``dse validate``: check one."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dse.explore import check_scenario, explore
+from dse.render import console
+from dse.report import print_assignment, print_front, write_outputs
+from dse.scenario import ScenarioError, load_scenario
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explore", help="measure candidates, solve the per-tensor allocation, report the front")
+    p.add_argument("scenario", help="scenario YAML, e.g. scenarios/edge.yaml")
+    p.add_argument("--out", default=None, help="output directory (overrides output.dir)")
+    p.add_argument("--jobs", type=int, default=None, help="measurement processes (default: all cores)")
+    p.add_argument("--show", type=float, default=None, metavar="BPW",
+                   help="print the per-tensor assignment of the front point nearest this bpw")
+    p.set_defaults(handler=run_explore)
+    v = sub.add_parser("validate", help="check a scenario file and list every problem")
+    v.add_argument("scenario")
+    v.set_defaults(handler=run_validate)
+
+
+def run_explore(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario, out=args.out)
+    out = console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=out, transient=True) as progress:
+        task = progress.add_task("measuring tensors", total=None)
+        result = explore(scenario, jobs=args.jobs,
+                         on_start=lambda n: progress.update(task, total=n),
+                         on_tensor=lambda t: progress.advance(task))
+    paths = write_outputs(result)
+    print_front(out, result)
+    if result.skipped_sources:
+        out.print(f"skipped (not installed): {', '.join(result.skipped_sources)}")
+    if args.show is not None:
+        point = min(result.front, key=lambda p: abs(p.bpw - args.show))
+        print_assignment(out, result, point)
+    out.print(f"wrote {len(paths)} files to {scenario.output_dir}")
+    return 0
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario)
+    problems = check_scenario(scenario)
+    if problems:
+        raise ScenarioError("\n".join(f"{scenario.path}: {p}" for p in problems))
+    console().print(f"{scenario.path}: ok ({len(scenario.candidates)} candidates, "
+                    f"{len(scenario.budgets_bpw)} budgets)")
+    return 0

@@ -1,0 +1,192 @@
+"""Reports of an exploration: rich tables, and the files a quantization run and a plotter read.
+
+Files (all deterministic: no timestamps, fixed orders, so a rerun gives identical bytes):
+``pareto.csv``, ``pareto.json``, ``measurements.csv``, ``pareto.png`` and one
+``config-<bpw>.yaml`` per front point, the assignment ``dse quantize`` consumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from dse.explore import ExploreResult, FrontPoint, bpw_label
+from dse.render import fmt_sci, table
+
+CONFIG_VERSION = 1
+
+
+def point_record(p: FrontPoint) -> dict[str, Any]:
+    return {
+        "bpw": p.bpw, "error": p.error, "energy_j_per_token": p.energy_j_per_token,
+        "tokens_per_s": p.tokens_per_s, "bytes_per_token": p.bytes_per_token,
+        "decode_area_mm2": p.decode_area_mm2, "source": p.source, "budget_bpw": p.budget_bpw,
+        "formats": dict(sorted(Counter(p.assignment.values()).items())),
+        "assignment": dict(sorted(p.assignment.items())),
+    }
+
+
+def _write(path: Path, text: str) -> None:
+    """Atomic write: a killed run never leaves a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write_outputs(result: ExploreResult) -> list[Path]:
+    """Write every output file; returns their paths."""
+    s = result.scenario
+    out = s.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("config-*.yaml"):  # a rerun with other budgets must not leave old points
+        stale.unlink()
+    written = []
+    meta = {"scenario": str(s.path), "metric": s.metric, "hardware": s.hardware.preset or s.hardware.file,
+            "weights": list(s.weights), "skipped_sources": list(result.skipped_sources)}
+    pareto = {"meta": meta, "front": [point_record(p) for p in result.front],
+              "baselines": [{k: v for k, v in point_record(p).items() if k != "assignment"} | {
+                  "candidate": next(iter(p.assignment.values()))} for p in result.baselines]}
+    path = out / "pareto.json"
+    _write(path, json.dumps(pareto, indent=1, allow_nan=False, default=_json_default) + "\n")
+    written.append(path)
+    columns = ["bpw", "error", "energy_j_per_token", "tokens_per_s", "bytes_per_token", "decode_area_mm2",
+               "source", "budget_bpw"]
+    lines = [",".join(columns + ["formats"])]
+    for p in result.front:
+        r = point_record(p)
+        formats = ";".join(f"{k}={v}" for k, v in r["formats"].items())
+        lines.append(",".join(_csv(r[c]) for c in columns) + f",{formats}")
+    path = out / "pareto.csv"
+    _write(path, "\n".join(lines) + "\n")
+    written.append(path)
+    path = out / "measurements.csv"
+    _write(path, result.measurements.to_csv(index=False, float_format="%.9g"))
+    written.append(path)
+    for p in result.front:
+        if p.source != "ilp":
+            continue  # configs for the requested budgets; pareto.json has every hull vertex's assignment
+        path = out / f"config-{bpw_label(p.bpw)}.yaml"
+        _write(path, yaml.safe_dump(config_document(result, p), sort_keys=False))
+        written.append(path)
+    if s.plot:
+        written.append(plot_front(result, out / "pareto.png"))
+    return written
+
+
+def _plot_key(result: ExploreResult) -> str:
+    from dse.cache import content_hash
+
+    data = [(p.bpw, p.error) for p in result.front] + [(p.bpw, p.error) for p in result.baselines]
+    import numpy as np
+
+    return content_hash(np.array(data)) + repr([next(iter(p.assignment.values())) for p in result.baselines])
+
+
+def config_document(result: ExploreResult, p: FrontPoint) -> dict[str, Any]:
+    """The exported per-tensor assignment of one front point."""
+    s = result.scenario
+    return {
+        "sop_dse_config": CONFIG_VERSION,
+        "scenario": str(s.path),
+        "weights": list(s.weights) + [w for w in s.optional_weights if w not in result.skipped_sources],
+        "activations": s.activations,
+        "act_power": s.act_power,
+        "bpw": p.bpw,
+        "error": p.error,
+        "metric": s.metric,
+        "assignment": dict(sorted(p.assignment.items())),
+    }
+
+
+def plot_front(result: ExploreResult, path: Path) -> Path:
+    """Error vs bpw: the front and the uniform baselines (not redrawn when its data is unchanged)."""
+    key_file = path.with_name(f".{path.name}.key")
+    key = _plot_key(result) + result.scenario.path.name
+    if path.exists() and key_file.exists() and key_file.read_text() == key:
+        return path
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    front = sorted(result.front, key=lambda p: p.bpw)
+    ax.plot([p.bpw for p in front], [p.error for p in front], "-o", ms=3.5, color="tab:blue",
+            label="Pareto front (per-tensor formats)")
+    for p in result.baselines:
+        name = next(iter(p.assignment.values()))
+        ax.scatter([p.bpw], [p.error], marker="x", color="tab:red", zorder=3)
+        ax.annotate(name, (p.bpw, p.error), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xlabel("bits per weight [bit]")
+    ax.set_ylabel(f"{_metric_label(result.scenario.metric)}, summed over tensors")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(f"{result.scenario.path.name}: error vs storage (x = one format everywhere)", fontsize=10)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, metadata={"Software": None})  # no version/date stamp: reruns are byte-identical
+    plt.close(fig)
+    os.replace(tmp, path)
+    _write(key_file, key)
+    return path
+
+
+def _metric_label(metric: str) -> str:
+    return {"sse": "squared error", "act_sse": "activation-weighted squared error",
+            "rel_mse": "elements x relative MSE"}[metric]
+
+
+def _csv(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.9g}"
+    return str(v)
+
+
+def _json_default(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    raise TypeError(type(v))
+
+
+def print_front(console: Console, result: ExploreResult) -> None:
+    """The front beside the uniform baselines."""
+    t = table(f"Pareto front: {result.scenario.path.name} ({_metric_label(result.scenario.metric)})",
+              ["bpw [bit]", "error", "energy [mJ/token]", "tokens/s (bound)", "decode area [mm2]", "point", "formats used"],
+              left=0)
+    for p in result.front:
+        if p.source != "ilp":
+            continue  # hull vertices between budgets are in pareto.csv and the plot
+        formats = Counter(p.assignment.values()).most_common(3)
+        t.add_row(f"{p.bpw:.4f}", fmt_sci(p.error), f"{p.energy_j_per_token * 1e3:.4g}", f"{p.tokens_per_s:,.0f}",
+                  f"{p.decode_area_mm2:.4f}", p.source, ", ".join(f"{n} x{k}" for n, k in formats))
+    t.add_section()
+    for p in result.baselines:
+        name = next(iter(p.assignment.values()))
+        t.add_row(f"{p.bpw:.4f}", fmt_sci(p.error), f"{p.energy_j_per_token * 1e3:.4g}", f"{p.tokens_per_s:,.0f}",
+                  f"{p.decode_area_mm2:.4f}", "uniform", name)
+    console.print(t)
+
+
+def print_assignment(console: Console, result: ExploreResult, point: FrontPoint) -> None:
+    """The per-tensor choice at one front point."""
+    rows = result.measurements.set_index(["tensor", "candidate"])
+    t = table(f"Assignment at {point.bpw:.4f} bpw", ["tensor", "candidate", "elements", "bpw [bit]", "rel. MSE",
+                                                      "1-cos [ppm]"], left=2)
+    for tensor in sorted(point.assignment):
+        c = point.assignment[tensor]
+        r = rows.loc[(tensor, c)]
+        t.add_row(tensor, c, f"{int(r['numel']):,}", f"{r['bpw']:.4f}", fmt_sci(float(r["rel_mse"])),
+                  f"{float(r['cos_deficit_ppm']):.1f}")
+    console.print(t)
