@@ -366,8 +366,10 @@ def _fit_learned(w: np.ndarray, plan: _Plan, threads: int | None) -> _Plan:
     fit_plan = replace(plan, scale_trials=plan.scale_trials[:1], residual_cut=None, outlier_factor=None)
     h_all = plan.h
 
-    for _ in range(FIT_ROUNDS if c.dual else 1):
-        def one(rows: slice, fit_plan: _Plan = fit_plan) -> Histogram:
+    for round_ in range(FIT_ROUNDS if c.dual else 1):
+        # Round 0 fits every block: started from NF4, a DD4 paired with NF4 would otherwise tie
+        # everywhere, win no block and never move. Later rounds refit on the blocks it wins.
+        def one(rows: slice, fit_plan: _Plan = fit_plan, restrict: bool = round_ > 0) -> Histogram:
             part = w[rows]
             blocks = _block_view(part, fit_plan.block)
             h = _h_blocks(h_all, fit_plan.block, part.shape[0])
@@ -377,7 +379,7 @@ def _fit_learned(w: np.ndarray, plan: _Plan, threads: int | None) -> _Plan:
             weight = np.broadcast_to(full * full, y.shape)
             if h is not None:
                 weight = weight * h
-            if c.dual:  # only the blocks this grid wins
+            if restrict:  # only the blocks this grid wins
                 chunk, _ = _best_of_trials(blocks, fit_plan, h if fit_plan.h is not None else None, False)
                 keep = chunk.grid == k
                 y, weight = y[:, keep], weight[:, keep]

@@ -60,7 +60,7 @@ def test_measure_minilm_headline(capsys):
 @pytest.mark.parametrize(("argv", "text"), [
     (["measure", "NF5sFP32", "--weights", "synthetic:gaussian"], "did you mean NF4"),
     (["measure", "E2M3sUE4M4", "--weights", "/nonexistent/w.safetensors"], "no such file"),
-    (["measure", "E2M3sUE4M4", "--weights", "synthetic:uniform"], "unknown kind"),
+    (["measure", "E2M3sUE4M4", "--weights", "synthetic:uniform"], "is unknown"),
     (["measure", "E2M3sUE4M4", "--weights", "synthetic:gaussian", "--shape", "4x20"], "not a multiple of block 16"),
     (["measure", "E2M3sUE4M4", "--weights", "synthetic:gaussian", "--shape", "4by4"], "ROWSxCOLS"),
 ])
