@@ -13,11 +13,11 @@ from quant.candidate import BitBreakdown, Candidate, ScaleRule, TensorScale, par
 from quant.errors import DseError
 from quant.formats import ATOMS, AtomFormat, AtomKind, get_atom, register_codebook
 from quant.metrics import ErrorStats
-from quant.quantize import QuantizedTensor, dequantize, measure, quantize
+from quant.quantize import QuantizedTensor, dequantize, measure, quantize, reconstruction_error
 from quant.scales import ScaleFormat, get_scale
 
 __all__ = [
     "ATOMS", "AtomFormat", "AtomKind", "BitBreakdown", "Candidate", "DseError", "ErrorStats",
     "QuantizedTensor", "ScaleFormat", "ScaleRule", "TensorScale", "dequantize", "get_atom",
-    "get_scale", "measure", "parse_candidate", "quantize", "register_codebook",
+    "get_scale", "measure", "parse_candidate", "quantize", "reconstruction_error", "register_codebook",
 ]

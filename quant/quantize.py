@@ -491,6 +491,30 @@ def quantize(w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = No
     )
 
 
+def reconstruction_error(w: np.ndarray, w_hat: np.ndarray, block: int, *, act: np.ndarray | None = None,
+                         name: str = "tensor", threads: int | None = None) -> ErrorStats:
+    """Error of a given reconstruction ``w_hat`` of ``w``, summed in exactly the order
+    :func:`measure` uses (same chunks, same block layout), so an unpacked tensor reproduces the
+    measured statistics bit for bit. ``block``: the candidate's block size (row length for @layer).
+    Counts (blocks, grids, sparse entries) are not known here and stay 0.
+    """
+    w = _check_matrix(w, name, block)
+    w_hat = np.ascontiguousarray(w_hat, dtype=np.float32)
+    if w_hat.shape != w.shape:
+        raise WeightError(f"tensor {name!r}: reconstruction shape {w_hat.shape} != weights {w.shape}")
+    h = _check_act(act, w.shape[1], name)
+
+    def one(rows: slice) -> ErrorStats:
+        part, hat = w[rows], w_hat[rows]
+        return chunk_stats(_block_view(part, block), _block_view(hat, block), _h_blocks(h, block, part.shape[0]))
+
+    stats = _map_chunks(one, _row_chunks(*w.shape), threads)
+    total = next(stats)
+    for s in stats:
+        total = total + s
+    return total
+
+
 def dequantize(q: QuantizedTensor) -> np.ndarray:
     """Decode to float32 exactly as :func:`measure` does."""
     width = max(g.size for g in q.grids)

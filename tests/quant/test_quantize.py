@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from quant import dequantize, measure, parse_candidate, quantize
+from quant import dequantize, measure, parse_candidate, quantize, reconstruction_error
 from quant.errors import WeightError
 
 
@@ -162,3 +162,15 @@ def test_unit_activation_weights_give_the_plain_metrics():
     s = measure(w, parse_candidate("E2M1sE4M3@16"), act=np.ones(64))
     assert s.act_rel_mse == pytest.approx(s.rel_mse, rel=1e-12)
     assert s.acos_deficit_ppm == pytest.approx(s.cos_deficit_ppm, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["E2M3sUE4M4", "NF4|DD4sUE4M4+res(1%)", "E4M3sUE8M0@layer", "E2M1|INT4sE4M3+opq(0.95)"])
+def test_reconstruction_error_reproduces_measure_bit_for_bit(gaussian, name):
+    """What `dse verify` relies on: error(w, dequantize(quantize(w))) == measure(w) exactly."""
+    w = gaussian[:96]
+    c = parse_candidate(name)
+    h = np.random.default_rng(9).uniform(0.5, 2.0, w.shape[1])
+    m = measure(w, c, act=h)
+    r = reconstruction_error(w, dequantize(quantize(w, c, act=h)), c.block_size or w.shape[1], act=h)
+    for field in ("numel", "sum_w2", "sum_q2", "sum_d2", "hsum_w2", "hsum_q2", "hsum_d2", "hsum"):
+        assert getattr(r, field) == getattr(m, field), field
