@@ -17,6 +17,7 @@ Pipeline, each step a function:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -38,7 +39,7 @@ from hwcost import (
 )
 from hwcost.hardware import hardware_from_mapping, preset
 from models.roles import parse_name
-from models.sources import TensorInfo, open_source
+from models.sources import TensorInfo, WeightSource, open_source
 from quant import Candidate, measure
 from quant.errors import DseError, SourceError
 from quant.metrics import ErrorStats, activation_weights
@@ -182,7 +183,7 @@ def _measure_tensor(spec: str, source_name: str, candidates: Sequence[str], act:
     """
     from quant import parse_candidate
 
-    source = open_source(spec)
+    source = _open_cached(spec)
     info = next(i for i in source.infos() if i.name == source_name)
     w = None
     if sample_fraction is None:
@@ -208,6 +209,12 @@ def _measure_tensor(spec: str, source_name: str, candidates: Sequence[str], act:
             cache.put(cache.key(tensor_hash, n, act_hash), stats)
             found[n] = stats
     return [(n, found[n].__dict__) for n in wanted]
+
+
+@functools.lru_cache(maxsize=4)
+def _open_cached(spec: str) -> WeightSource:
+    """A worker process measures many tensors of one source: open it (parse its header) once."""
+    return open_source(spec)
 
 
 def _applies(c: Candidate, info: TensorInfo) -> bool:

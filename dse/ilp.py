@@ -16,6 +16,7 @@ that is not).
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -175,8 +176,9 @@ def sweep(problem: Problem, budgets_bpw: list[float], *, energy_j_per_token: flo
     caps = [Caps(b, energy_j_per_token, decode_area_mm2) for b in sorted(budgets_bpw)]
     smallest, why = min_feasible_bpw(problem, caps[0], solver)
     if caps[0].bpw < smallest - 1e-12:
+        feasible = math.ceil(smallest * 1e4) / 1e4  # rounded up: the number quoted is itself feasible
         raise InfeasibleBudgetError(
-            f"budget {caps[0].bpw:g} bpw is infeasible: the smallest feasible bpw is {smallest:.4f} ({why}); "
+            f"budget {caps[0].bpw:g} bpw is infeasible: the smallest feasible bpw is {feasible:.4f} ({why}); "
             "raise budgets.bpw"
         )
     mask = useful_options(problem)

