@@ -26,7 +26,7 @@ def llama_like(items: int = 224, options: int = 30, seed: int = 0) -> Problem:
     bits = numel[:, None] * bpw[None, :]
     error = (rng.lognormal(0, 1, items)[:, None] * numel[:, None] * 2.0 ** (-2 * bpw[None, :])
              * rng.uniform(0.8, 1.25, (items, options)))
-    units = tuple(f"u{k % 6}" for k in range(options))
+    units = tuple(frozenset({f"u{k % 6}"}) for k in range(options))
     return Problem(tuple(f"t{i}" for i in range(items)), tuple(f"c{k}" for k in range(options)),
                    numel, error, bits, bits * 1e-12, units, {f"u{j}": 0.01 for j in range(6)})
 

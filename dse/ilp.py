@@ -176,6 +176,9 @@ def sweep(problem: Problem, budgets_bpw: list[float], *, energy_j_per_token: flo
     caps = [Caps(b, energy_j_per_token, decode_area_mm2) for b in sorted(budgets_bpw)]
     smallest, why = min_feasible_bpw(problem, caps[0], solver)
     if caps[0].bpw < smallest - 1e-12:
+        if not math.isfinite(smallest):
+            raise InfeasibleBudgetError(f"no assignment meets {why}; relax budgets.energy_j_per_token_max / "
+                                        "decode_area_mm2_max")
         feasible = math.ceil(smallest * 1e4) / 1e4  # rounded up: the number quoted is itself feasible
         raise InfeasibleBudgetError(
             f"budget {caps[0].bpw:g} bpw is infeasible: the smallest feasible bpw is {feasible:.4f} ({why}); "
@@ -206,7 +209,7 @@ def _solve_within(model: Mckp, cap: Caps, solver: Solver) -> Point:
         model.prob.get_constraint_by_name("bit_budget").changeRHS(rhs)
         point = model.problem.evaluate(solve(model, solver))
         excess = point.bpw - cap.bpw
-        if excess <= 0:
+        if excess <= 1e-12 * cap.bpw:  # float noise in summing bits: on the budget, not over it
             return point
         rhs -= 2 * excess + cap.bpw * 1e-6 * 10**attempt
     return point  # _verify reports the overshoot

@@ -108,6 +108,11 @@ class Residual:
     fraction: float
     bits_per_entry: float | None = None
 
+    def entries(self, numel: int) -> int:
+        """How many entries the residual selects in a tensor of ``numel`` weights (at most; an entry
+        whose BF16 value is no closer than its quantized one is not stored)."""
+        return max(1, round(self.fraction * numel))
+
     def entry_bits(self, block: int) -> float:
         return _entry_bits(self.bits_per_entry, block)
 

@@ -402,7 +402,7 @@ def _residual_cut(w: np.ndarray, plan: _Plan, threads: int | None) -> float:
     """The score above which an element is among the top ``fraction`` residuals of the tensor."""
     c = plan.candidate
     assert c.residual is not None
-    k = max(1, round(c.residual.fraction * w.size))
+    k = c.residual.entries(w.size)
 
     def one(rows: slice) -> np.ndarray:
         part = w[rows]
