@@ -70,7 +70,8 @@ def measure_source(
     rows: list[Measurement] = []
     for info in source.infos():
         if sample_fraction is not None:
-            for c, est in zip(candidates, sample_tensor(source, info, candidates, sample_fraction, threads=threads)):
+            estimates = sample_tensor(source, info, candidates, sample_fraction, threads=threads)
+            for c, est in zip(candidates, estimates, strict=True):
                 rows.append(Measurement(c.name, info.name, info.numel, c.bits(info.numel).total_bits,
                                         est.estimate, info.prequantized, est))
             if on_tensor is not None:

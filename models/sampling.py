@@ -1,0 +1,175 @@
+"""Sampled error measurement for very large models: a seeded sample of row groups per tensor.
+
+Design (a textbook survey estimator, stated here so it can be checked):
+
+* **Units.** A tensor's rows are cut into groups of ``ROW_GROUP_ROWS`` (8) rows. Blocks run
+  along rows, so a row group is quantized independently of the others *once the per-tensor
+  constants are fixed*. Those constants (the FP32/POT tensor factor, the single scale of an
+  ``@layer`` candidate) depend only on the tensor's extreme element.
+* **Certainty unit.** The group holding the row of the tensor's largest |w| is always measured.
+  Every other measurement is made on ``[that row; sampled rows]`` and the row's own error is
+  subtracted, so sampled blocks are quantized exactly as in the whole tensor. Synthetic sources
+  know that row without generating the tensor (models/synthetic.py); other sources load the
+  tensor once (one tensor in memory, as in exact mode) and find it.
+* **Sample.** ``n = max(REPLICATES, ceil(fraction * (N - 1)))`` of the other ``N - 1`` groups are
+  drawn without replacement by ``default_rng([seed, name_key(name)])`` and dealt into
+  ``REPLICATES`` random groups (replicates) of nearly equal size. When n reaches N - 1, or the
+  tensor has at most ``EXACT_TENSOR_ELEMENTS`` weights, the tensor is measured exactly.
+* **Estimates.** Replicate k estimates the tensor's error sums as
+  ``certain + (N - 1) / n_k * sum over its groups``; the point estimate uses all n groups. Sums
+  of replicates over tensors estimate the model total. A metric m (rel. MSE, ...) is evaluated on
+  the point estimate, and its 95 % confidence interval is ``m ± t(0.975, K-1) * sd_k(m_k) / sqrt(K)``
+  (the random-groups variance estimator; Wolter, *Introduction to Variance Estimation*, ch. 2).
+  Exactly measured tensors contribute identical replicates, i.e. no variance.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from models.sources import TensorInfo, WeightSource
+from models.synthetic import ROW_GROUP_ROWS, name_key
+from quant import Candidate, ErrorStats, measure
+from quant.errors import DseError
+
+REPLICATES = 10
+"""Random groups per tensor: the CI has REPLICATES - 1 degrees of freedom."""
+EXACT_LIMIT_ELEMENTS = 1 << 30
+"""``--sample auto``: sources up to this many weights (4 GiB of float32) are measured exactly."""
+TARGET_ELEMENTS = 1 << 26
+"""``--sample auto`` above the limit: fraction = TARGET_ELEMENTS / total weights (before minimums)."""
+EXACT_TENSOR_ELEMENTS = 1 << 21
+"""Tensors up to this size are measured whole even in sampled mode: one quant.measure call on
+them (~25 ms) costs less than the REPLICATES + 2 calls of a sample."""
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class SampledStats:
+    """Point estimate of one error total and its replicate estimates; ``+`` merges tensors."""
+
+    estimate: ErrorStats
+    replicates: tuple[ErrorStats, ...]
+
+    def __add__(self, other: SampledStats) -> SampledStats:
+        return SampledStats(self.estimate + other.estimate,
+                            tuple(a + b for a, b in zip(self.replicates, other.replicates, strict=True)))
+
+    def interval(self, metric: Callable[[ErrorStats], float]) -> tuple[float, float]:
+        """95 % confidence interval of ``metric`` (e.g. ``lambda s: s.rel_mse``)."""
+        point = metric(self.estimate)
+        values = np.array([metric(r) for r in self.replicates])
+        k = values.size
+        half = float(scipy_stats.t.ppf(0.5 + CONFIDENCE / 2, k - 1) * values.std(ddof=1) / math.sqrt(k))
+        return point - half, point + half
+
+    @property
+    def rel_mse_ci95(self) -> tuple[float, float]:
+        return self.interval(lambda s: s.rel_mse)
+
+
+def exact(stats: ErrorStats) -> SampledStats:
+    """An exactly measured total: every replicate equals it (no sampling variance)."""
+    return SampledStats(stats, (stats,) * REPLICATES)
+
+
+def resolve_fraction(option: str, total_elements: int) -> float | None:
+    """The sample fraction for ``--sample OPTION`` (None: measure exactly).
+
+    Args:
+        option: ``auto`` (exact up to EXACT_LIMIT_ELEMENTS weights), ``off`` or a fraction in (0, 1].
+        total_elements: weights in the whole source.
+    """
+    if option == "off":
+        return None
+    if option == "auto":
+        return None if total_elements <= EXACT_LIMIT_ELEMENTS else min(1.0, TARGET_ELEMENTS / total_elements)
+    try:
+        fraction = float(option)
+    except ValueError:
+        fraction = math.nan
+    if not 0.0 < fraction <= 1.0:
+        raise DseError(f"--sample {option!r}: expected auto, off or a fraction in (0, 1], e.g. 0.01")
+    return fraction
+
+
+def sample_tensor(
+    source: WeightSource,
+    info: TensorInfo,
+    candidates: Sequence[Candidate],
+    fraction: float,
+    *,
+    seed: int = 0,
+    act: np.ndarray | None = None,
+    threads: int | None = None,
+) -> list[SampledStats]:
+    """Estimated error of each candidate on one tensor, from a seeded sample of its row groups.
+
+    Args:
+        source: where the tensor comes from; uses ``load_rows``/``absmax_row`` when it has them.
+        info: the tensor.
+        fraction: share of row groups to measure, in (0, 1].
+        act: optional (in,) activation weights, passed to :func:`quant.measure`.
+    Returns:
+        One :class:`SampledStats` per candidate, in order.
+    """
+    rows, cols = info.shape
+    n_groups = -(-rows // ROW_GROUP_ROWS)
+    load_rows = getattr(source, "load_rows", None)
+    absmax_row = getattr(source, "absmax_row", None)
+    if load_rows is not None and absmax_row is not None:
+        top = int(absmax_row(info.name))
+
+        def take(index: np.ndarray) -> np.ndarray:
+            return np.asarray(load_rows(info.name, index))
+    else:
+        whole = source.load(info.name)
+        # argmax of a row with NaN lands on it, so quant's NaN check sees that row
+        top = int(np.argmax(np.abs(whole).max(axis=1)))
+
+        def take(index: np.ndarray) -> np.ndarray:
+            return whole[index]
+
+    certain = top // ROW_GROUP_ROWS
+    others = np.delete(np.arange(n_groups), certain)
+    n = min(others.size, max(REPLICATES, math.ceil(fraction * others.size)))
+    if n == others.size or info.numel <= EXACT_TENSOR_ELEMENTS:
+        w = take(np.arange(rows))
+        return [exact(measure(w, c, act=act, name=info.name, threads=threads)) for c in candidates]
+    rng = np.random.default_rng([seed, name_key(info.name)])
+    parts = np.array_split(rng.choice(others, n, replace=False), REPLICATES)
+    certain_rows = take(_group_rows(np.array([certain]), rows))
+    anchor = certain_rows[top - certain * ROW_GROUP_ROWS:][:1]
+    part_rows = [np.concatenate([anchor, take(_group_rows(p, rows))]) for p in parts]
+    out = []
+    for c in candidates:
+        alone = measure(anchor, c, act=act, name=info.name, threads=threads)
+        sums = [_combine(measure(w, c, act=act, name=info.name, threads=threads), alone, -1.0) for w in part_rows]
+        base = measure(certain_rows, c, act=act, name=info.name, threads=threads)
+        estimate = _combine(base, functools.reduce(operator.add, sums), others.size / n)
+        replicates = [_combine(base, s, others.size / p.size) for s, p in zip(sums, parts, strict=True)]
+        out.append(SampledStats(replace(estimate, numel=info.numel),
+                                tuple(replace(r, numel=info.numel) for r in replicates)))
+    return out
+
+
+def _group_rows(groups: np.ndarray, rows: int) -> np.ndarray:
+    """Row indices of row groups ``groups`` (the last group may be short)."""
+    index = (groups[:, None] * ROW_GROUP_ROWS + np.arange(ROW_GROUP_ROWS)).reshape(-1)
+    return index[index < rows]
+
+
+def _combine(a: ErrorStats, b: ErrorStats, factor: float) -> ErrorStats:
+    """a + factor * b, field by field; counts (numel, blocks...) rounded to integers."""
+    values = {}
+    for f in fields(ErrorStats):
+        value = getattr(a, f.name) + factor * getattr(b, f.name)
+        values[f.name] = int(round(value)) if isinstance(getattr(a, f.name), int) else value
+    return ErrorStats(**values)
