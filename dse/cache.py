@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+
+from dse.atomic import write_atomic
 
 from quant.metrics import ErrorStats
 
@@ -55,17 +55,8 @@ class MeasurementCache:
         return ErrorStats(**{k: (float("nan") if v is None else v) for k, v in data.items()})
 
     def put(self, key: str, stats: ErrorStats) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in asdict(stats).items()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(payload, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self._path(key), json.dumps(payload))
 
 
 class SolutionCache:
@@ -92,8 +83,4 @@ class SolutionCache:
             return None
 
     def put(self, key: str, choices: list[list[int]]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(choices, fh)
-        os.replace(tmp, self.root / f"{key}.json")
+        write_atomic(self.root / f"{key}.json", json.dumps(choices))

@@ -7,9 +7,8 @@ Files (all deterministic: no timestamps, fixed orders, so a rerun gives identica
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from dse.atomic import write_atomic
 from dse.explore import ExploreResult, FrontPoint, bpw_label
 from dse.render import fmt_sci, table
 
@@ -33,14 +33,6 @@ def point_record(p: FrontPoint) -> dict[str, Any]:
     }
 
 
-def _write(path: Path, text: str) -> None:
-    """Atomic write: a killed run never leaves a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_outputs(result: ExploreResult) -> list[Path]:
     """Write every output file; returns their paths."""
     s = result.scenario
@@ -55,7 +47,7 @@ def write_outputs(result: ExploreResult) -> list[Path]:
               "baselines": [{k: v for k, v in point_record(p).items() if k != "assignment"} | {
                   "candidate": next(iter(p.assignment.values()))} for p in result.baselines]}
     path = out / "pareto.json"
-    _write(path, json.dumps(pareto, indent=1, allow_nan=False, default=_json_default) + "\n")
+    write_atomic(path, json.dumps(pareto, indent=1, allow_nan=False, default=_json_default) + "\n")
     written.append(path)
     columns = ["bpw", "error", "energy_j_per_token", "tokens_per_s", "bytes_per_token", "decode_area_mm2",
                "source", "budget_bpw"]
@@ -65,16 +57,16 @@ def write_outputs(result: ExploreResult) -> list[Path]:
         formats = ";".join(f"{k}={v}" for k, v in r["formats"].items())
         lines.append(",".join(_csv(r[c]) for c in columns) + f",{formats}")
     path = out / "pareto.csv"
-    _write(path, "\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
     written.append(path)
     path = out / "measurements.csv"
-    _write(path, result.measurements.to_csv(index=False, float_format="%.9g"))
+    write_atomic(path, result.measurements.to_csv(index=False, float_format="%.9g"))
     written.append(path)
     for p in result.front:
         if p.source != "ilp":
             continue  # configs for the requested budgets; pareto.json has every hull vertex's assignment
         path = out / f"config-{bpw_label(p.bpw)}.yaml"
-        _write(path, yaml.safe_dump(config_document(result, p), sort_keys=False))
+        write_atomic(path, yaml.safe_dump(config_document(result, p), sort_keys=False))
         written.append(path)
     if s.plot:
         written.append(plot_front(result, out / "pareto.png"))
@@ -132,12 +124,11 @@ def plot_front(result: ExploreResult, path: Path) -> Path:
     ax.set_title(f"{result.scenario.path.name}: error vs storage (x = one format everywhere)", fontsize=10)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, metadata={"Software": None})  # no version/date stamp: reruns are byte-identical
+    image = io.BytesIO()
+    fig.savefig(image, format="png", metadata={"Software": None})  # no version stamp: reruns are identical
     plt.close(fig)
-    os.replace(tmp, path)
-    _write(key_file, key)
+    write_atomic(path, image.getvalue())
+    write_atomic(key_file, key)
     return path
 
 

@@ -251,8 +251,9 @@ class Candidate:
             assert spec is not None
             entry_bits = spec.entry_bits(block or 1 << 16)
         atom_bits = max(a.code_bits for a in self.atoms)
-        if self.block_size is None:
-            return BitBreakdown(numel, atom_bits, 0.0, 0.0, 0.0, self.scale.bits, lut_bits,
+        if self.block_size is None:  # one scale per tensor, plus its sign if the container has none
+            sign_bits = int(self.signed and not self.scale.signed)
+            return BitBreakdown(numel, atom_bits, 0.0, 0.0, 0.0, self.scale.bits + sign_bits, lut_bits,
                                 sparse_entries, entry_bits)
         sign = 1.0 if self.signed and not self.scale.signed else 0.0
         select = 1.0 if self.selection is Selection.BIT else 0.0

@@ -113,7 +113,7 @@ def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads:
     outlier_factor = None
     if c.outliers is not None and c.block_size is not None:
         outlier_factor = c.outliers.threshold_sigmas(c.block_size)
-    grids = tuple(_fixed_grid(c, k) for k in range(len(c.atoms)))
+    grids = tuple(fixed_grid(c, k) for k in range(len(c.atoms)))
     if c.block_size is None:
         extreme = hi if hi >= -lo else lo
         real = (abs(extreme) if c.signed else amax) / c.target
@@ -131,8 +131,9 @@ def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads:
     return plan
 
 
-def _fixed_grid(c: Candidate, k: int) -> np.ndarray:
-    """Grid k's values in the primary grid's units, LUT-rounded for table-decoded grids."""
+def fixed_grid(c: Candidate, k: int) -> np.ndarray:
+    """Grid k's float32 values in the primary grid's units, LUT-rounded for table-decoded grids
+    (a learned grid's starting point). Decoders rebuild shift-decoded (FLOAT/INT) grids with it."""
     atom = c.atoms[k]
     return _lut_round(c, k, np.asarray(atom.values, dtype=np.float64) * c.grid_factor(k))
 

