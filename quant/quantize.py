@@ -14,7 +14,6 @@ positions with their BF16 values.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -349,7 +348,9 @@ def _row_chunks(rows: int, cols: int) -> list[slice]:
 
 
 def _map_chunks(fn: Callable[[slice], T], chunks: list[slice], threads: int | None) -> Iterator[T]:
-    workers = threads or os.cpu_count() or 1
+    # Default 1: numpy's gathers (np.take) hold the GIL, and on 2 cores a second thread measured
+    # slower, not faster (benchmarks/bench_quant.py). dse explore runs tensors in processes.
+    workers = threads or 1
     if workers == 1 or len(chunks) == 1:
         return map(fn, chunks)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -442,7 +443,7 @@ def measure(
         candidate: the format.
         act: optional (in,) per-input-channel activation weights h_j >= 0: weighted metrics are
             reported, and candidates with ``:aw`` use them for their data-dependent choices.
-        threads: worker threads (default: all cores); the result does not depend on it.
+        threads: worker threads (default 1, see _map_chunks); the result does not depend on it.
     """
     w, h, plan = _prepare(w, candidate, act, name, threads)
 
