@@ -21,6 +21,7 @@ from quant.metrics import ErrorStats
 
 # Bump when a change to quant/ alters measured numbers: old entries are then ignored.
 CACHE_VERSION = "sop-dse-measure-1"
+SOLUTION_VERSION = "sop-dse-solution-2"  # bump when the stored sweep format changes
 
 
 def content_hash(array: np.ndarray | None) -> str:
@@ -69,18 +70,18 @@ class SolutionCache:
     @staticmethod
     def key(arrays: list[np.ndarray], labels: list[str]) -> str:
         h = hashlib.blake2b(digest_size=16)
-        h.update(CACHE_VERSION.encode())
+        h.update(SOLUTION_VERSION.encode())
         for a in arrays:
             h.update(content_hash(np.asarray(a)).encode())
         for label in labels:
             h.update(label.encode())
         return h.hexdigest()
 
-    def get(self, key: str) -> list[list[int]] | None:
+    def get(self, key: str) -> list[list] | None:
         try:
             return json.loads((self.root / f"{key}.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
-    def put(self, key: str, choices: list[list[int]]) -> None:
+    def put(self, key: str, choices: list[list]) -> None:
         write_atomic(self.root / f"{key}.json", json.dumps(choices))

@@ -382,15 +382,15 @@ def solve_front(s: Scenario, built: Built, hw: Hardware) -> list[FrontPoint]:
     if choices is None:
         ilp = sweep(problem, list(s.budgets_bpw), energy_j_per_token=s.energy_j_per_token_max,
                     decode_area_mm2=s.decode_area_mm2_max, solver=solver)
-        cache.put(key, [list(p.choice) for p in ilp])
+        cache.put(key, [[p.source, *p.choice] for p in ilp])
     else:
-        ilp = [problem.evaluate(np.array(c)) for c in choices]
+        ilp = [replace(problem.evaluate(np.array(c[1:])), source=c[0]) for c in choices]
     budget_of = {p.choice: b for p, b in zip(ilp, s.budgets_bpw)}
     points = list(ilp)
     if s.energy_j_per_token_max is None and s.decode_area_mm2_max is None:
         lo, hi = min(s.budgets_bpw), max(s.budgets_bpw)
         points += [p for p in lagrangian_front(problem) if lo - 1e-9 <= p.bpw <= hi + 1e-9]
-    unique = {p.choice: p for p in sorted(points, key=lambda p: p.source != "ilp")}  # an ILP label wins
+    unique = {p.choice: p for p in sorted(points, key=lambda p: not p.source.startswith("ilp"))}  # ILP label wins
     front = pareto_points(list(unique.values()))
     return [_front_point(built, p, hw, by_name, budget_of.get(p.choice)) for p in front]
 

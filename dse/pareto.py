@@ -151,3 +151,21 @@ def reduced_cost_mask(problem: Problem, front: Sequence[Point], bpw: float, mask
     reduced = lagr - lagr.min(axis=1, keepdims=True)
     slack = (upper - lower) + 1e-9 * max(abs(upper), 1e-300)
     return mask & (reduced <= slack)
+
+
+def greedy_fill(problem: Problem, front: Sequence[Point], bpw: float, mask: np.ndarray) -> np.ndarray:
+    """A good feasible assignment at ``bpw``: the hull vertex under it, then repeatedly the single
+    option change that saves the most error within the leftover bits (a warm start for the ILP)."""
+    fits = [p for p in front if p.bpw <= bpw]
+    choice = np.array(fits[-1].choice if fits else front[0].choice)
+    budget = bpw * problem.total_numel
+    rows = np.arange(len(problem.items))
+    while True:
+        used = problem.bits[rows, choice].sum()
+        gain = problem.error[rows, choice][:, None] - problem.error
+        extra = problem.bits - problem.bits[rows, choice][:, None]
+        ok = mask & (extra <= budget - used) & (gain > 0)
+        if not ok.any():
+            return choice
+        i, k = np.unravel_index(np.argmax(np.where(ok, gain, -np.inf)), gain.shape)
+        choice[i] = k

@@ -63,7 +63,7 @@ def write_outputs(result: ExploreResult) -> list[Path]:
     write_atomic(path, result.measurements.to_csv(index=False, float_format="%.9g"))
     written.append(path)
     for p in result.front:
-        if p.source != "ilp":
+        if not p.source.startswith("ilp"):
             continue  # configs for the requested budgets; pareto.json has every hull vertex's assignment
         path = out / f"config-{bpw_label(p.bpw)}.yaml"
         write_atomic(path, yaml.safe_dump(config_document(result, p), sort_keys=False))
@@ -157,7 +157,7 @@ def print_front(console: Console, result: ExploreResult) -> None:
               ["bpw [bit]", "error", "energy [mJ/token]", "tokens/s (bound)", "decode area [mm2]", "point", "formats used"],
               left=0)
     for p in result.front:
-        if p.source != "ilp":
+        if not p.source.startswith("ilp"):
             continue  # hull vertices between budgets are in pareto.csv and the plot
         formats = Counter(p.assignment.values()).most_common(3)
         t.add_row(f"{p.bpw:.4f}", fmt_sci(p.error), f"{p.energy_j_per_token * 1e3:.4g}", f"{p.tokens_per_s:,.0f}",
