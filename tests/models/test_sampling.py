@@ -72,7 +72,9 @@ def test_small_tensors_and_full_samples_are_measured_exactly(make_source, name, 
     source = make_source()
     info = next(i for i in source.infos() if i.name == name)
     result = sample_tensor(source, info, CANDIDATES[:1], fraction)[0]
-    np.testing.assert_equal(astuple(result.estimate), astuple(measure(source.load(info.name), CANDIDATES[0])))
+    # Row groups are summed in another order than measure's chunks: equal to float64 rounding.
+    np.testing.assert_allclose(astuple(result.estimate), astuple(measure(source.load(info.name), CANDIDATES[0])),
+                               rtol=1e-12)
     assert result.rel_mse_ci95[0] == result.rel_mse_ci95[1] == result.estimate.rel_mse
 
 
