@@ -8,13 +8,14 @@ cast of the same tensor (which does less: no block scales, no error sums). Never
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import ml_dtypes
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
+from dse import render
 from quant import measure, parse_candidate
 
 # The last two include fitting the learned DD4 codebook to the tensor (goal: < 2 s at 4096x4096).
@@ -33,17 +34,16 @@ def best_of(repeat: int, fn) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None, help="quantizer threads (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="quantizer threads (default: all cores)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--elements", type=int, default=1 << 24)
     args = parser.parse_args()
 
     w = np.random.default_rng(0).standard_normal(args.elements, dtype=np.float32).reshape(-1, 4096)
     baseline = best_of(args.repeat, lambda: w.astype(ml_dtypes.float8_e4m3fn).astype(np.float32))
-    table = Table(title=f"quantize + error, {w.size:,} weights ({w.shape[0]}x{w.shape[1]}), "
-                        f"{args.threads or 1} thread(s), best of {args.repeat}")
-    for col in ("what", "time [ms]", "throughput [M weights/s]", "vs ml_dtypes [x]"):
-        table.add_column(col, justify="left" if col == "what" else "right")
+    table = render.table(f"quantize + error, {w.size:,} weights ({w.shape[0]}x{w.shape[1]}), "
+                         f"{args.threads or os.cpu_count()} thread(s), best of {args.repeat}",
+                         ["what", "time [ms]", "throughput [M weights/s]", "vs ml_dtypes [x]"])
     table.add_row("ml_dtypes f32->E4M3->f32 cast", f"{baseline * 1e3:.1f}", f"{w.size / baseline / 1e6:.0f}", "1.00")
     for name in CANDIDATES:
         c = parse_candidate(name)

@@ -2,8 +2,8 @@
 
 A weight matrix is (out_features, in_features) with rows contiguous along the reduction
 (input) dimension, as in PyTorch/HF checkpoints; blocks of ``block_size`` run along each row.
-Work is done on chunks of whole rows of ~64K elements so that every temporary stays in L2
-cache; chunks may run on a thread pool. Results do not depend on the number of threads:
+Work is done on chunks of whole rows of ~256K elements (see CHUNK_ELEMENTS); chunks run on a
+thread pool. Results do not depend on the number of threads:
 chunks are fixed and their statistics are summed in order.
 
 Decode of one element: ``w_hat = grid[g][code] * (block_scale * tensor_factor)`` in float32,
@@ -14,6 +14,7 @@ positions with their BF16 values.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -31,7 +32,10 @@ from quant.metrics import ErrorStats, chunk_stats
 
 keep_chunks_in_heap()
 
-CHUNK_ELEMENTS = 1 << 16  # 256 KiB of float32 per operand: the chunk's temporaries fit in L2
+# 1 MiB of float32 per operand: measured fastest on 2 cores (benchmarks/bench_quant.py: 256K
+# elements 40 ms per 16M weights with 2 threads, 64K 61 ms, 16K 145 ms), large enough that
+# numpy's per-call overhead and the GIL stop dominating, small enough to stay in L2/L3.
+CHUNK_ELEMENTS = 1 << 18
 FIT_ROUNDS = 4  # assignment/refit rounds when a learned grid is paired with a fixed one
 
 # Per-block scale candidates tried by ScaleRule.MSE: (factor on the ideal scale, rounding).
@@ -348,9 +352,8 @@ def _row_chunks(rows: int, cols: int) -> list[slice]:
 
 
 def _map_chunks(fn: Callable[[slice], T], chunks: list[slice], threads: int | None) -> Iterator[T]:
-    # Default 1: numpy's gathers (np.take) hold the GIL, and on 2 cores a second thread measured
-    # slower, not faster (benchmarks/bench_quant.py). dse explore runs tensors in processes.
-    workers = threads or 1
+    # Default: every core. dse explore passes threads=1: it runs tensors in processes instead.
+    workers = threads or os.cpu_count() or 1
     if workers == 1 or len(chunks) == 1:
         return map(fn, chunks)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -443,7 +446,7 @@ def measure(
         candidate: the format.
         act: optional (in,) per-input-channel activation weights h_j >= 0: weighted metrics are
             reported, and candidates with ``:aw`` use them for their data-dependent choices.
-        threads: worker threads (default 1, see _map_chunks); the result does not depend on it.
+        threads: worker threads (default: all cores); the result does not depend on it.
     """
     w, h, plan = _prepare(w, candidate, act, name, threads)
 

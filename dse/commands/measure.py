@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "MODEL:synthetic[:KIND] (see `dse models`) | synthetic:KIND")
     p.add_argument("--shape", default="4096x4096", help="synthetic matrix shape ROWSxCOLS (default 4096x4096)")
     p.add_argument("--seed", type=int, default=0, help="synthetic seed (default 0)")
-    p.add_argument("--threads", type=int, default=None, help="threads per tensor (default 1; results do not depend on it)")
+    p.add_argument("--threads", type=int, default=None, help="threads per tensor (default: all cores; results do not depend on it)")
     p.add_argument("--sample", default="auto", metavar="auto|off|FRACTION",
                    help="estimate errors from a seeded sample of row groups with 95%% CIs; auto (default) "
                         "samples only sources above 2^30 weights")
