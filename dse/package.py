@@ -1,0 +1,326 @@
+"""Quantization packages: pack the weights of an exported config, and decode and verify them.
+
+Library API (``dse quantize`` / ``dse verify`` are thin layers over it)::
+
+    from dse.package import quantize_package, verify_package
+    manifest = quantize_package("out/edge/config-4.5000.yaml", None, Path("packed"))
+    rows = verify_package(Path("packed"))
+
+A package is a directory of one safetensors file per tensor (dse/packing.py,
+docs/packed-format.md) and a ``manifest.json`` written last, so an interrupted run leaves no
+manifest and cannot be mistaken for a complete package.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from dse.cache import content_hash
+from dse.atomic import write_atomic
+from dse.packing import (
+    FORMAT, FORMAT_VERSION, PackError, decode_file, encode_file, file_hash, pack, unpack,
+)
+from dse.report import CONFIG_VERSION
+from models.activations import ActivationStats, load_activations
+from models.sources import TensorInfo, WeightSource, open_source
+from quant import Candidate, ErrorStats, dequantize, parse_candidate, quantize, reconstruction_error
+from quant.errors import DseError
+from quant.metrics import activation_weights
+
+MANIFEST = "manifest.json"
+_FILE = re.compile(r"\d{4}-.*\.safetensors")  # tensor files of a package: NNNN-<tensor>.safetensors
+
+
+@dataclass(frozen=True)
+class Config:
+    """An exported config (dse/report.py config_document) with its paths resolved."""
+
+    path: Path
+    weights: tuple[tuple[str, str], ...]
+    """(spec as the scenario names it, spec resolved against the scenario's folder)."""
+    activations: str | None
+    act_power: int
+    bpw: float | None
+    assignment: dict[str, Candidate]
+
+
+def _resolve(scenario: Path | None, spec: str) -> str:
+    """A source path, made absolute so the manifest works from any folder. Like dse.explore,
+    a relative path is first looked up beside the scenario file; names (minilm...) stay as they are."""
+    beside = [scenario.parent / spec] if scenario is not None and not Path(spec).is_absolute() else []
+    for path in [*beside, Path(spec)]:
+        if path.exists():
+            return str(path.resolve())
+    return spec
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a ``config-*.yaml`` exported by ``dse explore``; one-line DseError on any problem."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DseError(f"{path}: no such config file; pass a config-*.yaml written by dse explore") from None
+    except yaml.YAMLError:
+        raise DseError(f"{path}: not valid YAML; pass a config-*.yaml written by dse explore") from None
+    if not isinstance(doc, dict) or doc.get("sop_dse_config") != CONFIG_VERSION:
+        raise DseError(f"{path}: not a sop-dse config (expected 'sop_dse_config: {CONFIG_VERSION}'); "
+                       "pass a config-*.yaml written by dse explore")
+    assignment = doc.get("assignment")
+    weights = doc.get("weights")
+    if not isinstance(assignment, dict) or not assignment or not isinstance(weights, list) or not weights:
+        raise DseError(f"{path}: 'assignment' (tensor -> candidate) and 'weights' (a list of sources) are required; "
+                       "pass a config-*.yaml written by dse explore")
+    candidates = {}
+    for tensor, name in assignment.items():
+        try:
+            candidates[str(tensor)] = parse_candidate(str(name))
+        except DseError as err:
+            raise DseError(f"{path}: assignment of {tensor!r}: {err}") from None
+    act_power = doc.get("act_power", 2)
+    if act_power not in (1, 2):
+        raise DseError(f"{path}: act_power must be 1 or 2 (got {act_power!r})")
+    scenario = Path(doc["scenario"]) if doc.get("scenario") else None
+    activations = doc.get("activations")
+    return Config(path, tuple((str(w), _resolve(scenario, str(w))) for w in weights),
+                  None if activations is None else _resolve(scenario, str(activations)),
+                  act_power, doc.get("bpw"), candidates)
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    """Where one tensor of the assignment comes from."""
+
+    source_spec: str
+    source: WeightSource
+    info: TensorInfo
+
+
+def _index_sources(specs: list[tuple[str, str]]) -> dict[str, _Tensor]:
+    """Tensors by assignment name: ``<spec>/<name>``, and plain ``<name>`` for a single source
+    (dse.explore prefixes names when a scenario lists several sources)."""
+    out: dict[str, _Tensor] = {}
+    for label, spec in specs:
+        source = open_source(spec)
+        for info in source.infos():
+            out[f"{label}/{info.name}"] = _Tensor(spec, source, info)
+            if len(specs) == 1:
+                out[info.name] = _Tensor(spec, source, info)
+    return out
+
+
+def _activation(stats: ActivationStats | None, info: TensorInfo, power: int) -> np.ndarray | None:
+    """The tensor's activation weights h, as dse.explore computes them, or None."""
+    if stats is None:
+        return None
+    vector = stats.for_tensor(info.name, info.shape[1])
+    return None if vector is None else activation_weights(vector, power)
+
+
+def _tool_version() -> str:
+    try:
+        return importlib.metadata.version("sop-dse")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _error_record(stats: ErrorStats) -> dict[str, Any]:
+    out = {"sse": stats.sum_d2, "rel_mse": stats.rel_mse}
+    if stats.weighted:
+        out["act_sse"] = stats.hsum_d2
+    return out
+
+
+def quantize_package(config: str | Path, weights: str | None, out: Path, *,
+                     on_start: Callable[[int], None] | None = None,
+                     on_tensor: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Quantize and pack every tensor of a config into ``out``, one tensor in memory at a time.
+
+    Args:
+        config: a ``config-*.yaml`` written by ``dse explore``.
+        weights: weight source overriding the config's (single-source configs only).
+        out: package directory (created; stale tensor files and manifest removed first).
+    Returns:
+        The manifest, also written to ``out/manifest.json``.
+    """
+    cfg = load_config(config)
+    if weights is not None and len(cfg.weights) > 1:
+        raise DseError(f"{cfg.path}: the config lists {len(cfg.weights)} weight sources; omit --weights")
+    # --weights keeps the config's source label: assignment names may carry it as a prefix.
+    specs = list(cfg.weights) if weights is None else [(cfg.weights[0][0], weights)]
+    tensors = _index_sources(specs)
+    missing = [t for t in cfg.assignment if t not in tensors]
+    if missing:
+        raise DseError(f"{cfg.path}: tensor {missing[0]!r} is not in weights "
+                       f"{', '.join(s for _, s in specs)} ({len(missing)} missing); pass the weights it was explored on")
+    acts = None if cfg.activations is None else load_activations(cfg.activations)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)
+    for stale in out.iterdir():
+        if _FILE.fullmatch(stale.name):
+            stale.unlink()
+    if on_start:
+        on_start(len(cfg.assignment))
+    records = []
+    for i, (name, candidate) in enumerate(sorted(cfg.assignment.items())):
+        t = tensors[name]
+        w = t.source.load(t.info.name)
+        h = _activation(acts, t.info, cfg.act_power)
+        q = quantize(w, candidate, act=h, name=name)
+        packed = pack(q, name)
+        data = encode_file(packed)
+        file = f"{i:04d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}.safetensors"
+        write_atomic(out / file, data)
+        stats = reconstruction_error(w, dequantize(q), q.shape[1] // q.scales.shape[1], act=h, name=name)
+        bits = candidate.bits(w.size, q.sparse_index.size)
+        records.append({
+            "name": name, "file": file, "candidate": candidate.name, "shape": list(q.shape), "numel": w.size,
+            "source": t.source_spec, "source_name": t.info.name, "source_blake2b": content_hash(w),
+            "file_blake2b": file_hash(data), "file_bytes": len(data), "payload_bytes": packed.payload_bytes,
+            "payload_bits": packed.payload_bits, "bits": bits.total_bits, "bpw": bits.bpw,
+            "sparse_entries": int(q.sparse_index.size), **_error_record(stats),
+        })
+        if on_tensor:
+            on_tensor(name)
+    numel = sum(r["numel"] for r in records)
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "tool": "sop-dse", "tool_version": _tool_version(),
+        "config": str(cfg.path), "config_bpw": cfg.bpw, "weights": sorted({r["source"] for r in records}),
+        "activations": cfg.activations, "act_power": cfg.act_power,
+        "totals": {
+            "tensors": len(records), "numel": numel, "bpw": sum(r["bits"] for r in records) / numel,
+            "payload_bytes": sum(r["payload_bytes"] for r in records),
+            "file_bytes": sum(r["file_bytes"] for r in records),
+        },
+        "tensors": records,
+    }
+    write_atomic(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+    return manifest
+
+
+_RECORD_KEYS = ("name", "file", "candidate", "shape", "source", "source_name", "source_blake2b",
+                "file_blake2b", "sse")
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """The manifest of a package; PackError when it is missing or malformed."""
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PackError(f"{path}: missing; {directory} is not a complete dse quantize package "
+                        "(re-run dse quantize)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise PackError(f"{path}: not valid JSON (corrupt); re-run dse quantize") from None
+    if not isinstance(manifest, dict) or (manifest.get("format"), manifest.get("format_version")) != (
+            FORMAT, FORMAT_VERSION):
+        raise PackError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} manifest; re-run dse quantize")
+    tensors = manifest.get("tensors")
+    if not isinstance(tensors, list) or not tensors or not all(isinstance(r, dict) and all(k in r for k in _RECORD_KEYS)
+                                                for r in tensors):
+        raise PackError(f"{path}: 'tensors' must list one or more records with {', '.join(_RECORD_KEYS)}; re-run dse quantize")
+    return manifest
+
+
+@dataclass(frozen=True)
+class Verified:
+    """One tensor of a package, decoded and measured against its source weights."""
+
+    name: str
+    candidate: str
+    numel: int
+    bpw: float
+    """Bits per weight as Candidate.bits accounts them (what dse explore optimized)."""
+    payload_bits: int
+    """Bits in the tensor's streams (unpadded)."""
+    file_bytes: int
+    stats: ErrorStats
+
+    @property
+    def stored_bpw(self) -> float:
+        return self.payload_bits / self.numel
+
+    def record(self) -> dict[str, Any]:
+        s = self.stats
+        out = {"tensor": self.name, "candidate": self.candidate, "numel": self.numel, "bpw": self.bpw,
+               "stored_bpw": self.stored_bpw, "payload_bits": self.payload_bits, "file_bytes": self.file_bytes,
+               "sse": s.sum_d2, "rel_mse": s.rel_mse, "sqnr_db": s.sqnr_db, "cos_deficit_ppm": s.cos_deficit_ppm}
+        if s.weighted:
+            out.update(act_sse=s.hsum_d2, act_rel_mse=s.act_rel_mse, acos_deficit_ppm=s.acos_deficit_ppm)
+        return out
+
+
+def verify_package(directory: Path, weights: str | None = None, *,
+                   on_start: Callable[[int], None] | None = None,
+                   on_tensor: Callable[[str], None] | None = None) -> list[Verified]:
+    """Unpack, dequantize and measure every tensor of a package against its source weights.
+
+    Raises PackError (one line naming the file and tensor) for a missing, corrupt, truncated or
+    mismatched file, source weights other than the ones quantized, or a decoded error that
+    differs from the one recorded at quantization.
+    """
+    manifest = read_manifest(directory)
+    records = manifest["tensors"]
+    specs = sorted({r["source"] for r in records})
+    if weights is not None and len(specs) > 1:
+        raise DseError(f"{directory / MANIFEST}: the package comes from {len(specs)} weight sources; omit --weights")
+    sources = {spec: open_source(weights or spec) for spec in specs}
+    acts = None if manifest.get("activations") is None else load_activations(manifest["activations"])
+    if on_start:
+        on_start(len(records))
+    out = []
+    for r in records:
+        name, path = r["name"], directory / r["file"]
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise PackError(f"{path}: tensor {name!r}: file missing or unreadable; re-run dse quantize") from None
+        if file_hash(data) != r["file_blake2b"]:
+            raise PackError(f"{path}: tensor {name!r}: content differs from {MANIFEST} (corrupt or truncated); "
+                            "re-run dse quantize")
+        packed = decode_file(data, str(path), name)
+        if (packed.metadata.get("tensor"), packed.metadata.get("candidate")) != (name, r["candidate"]):
+            raise PackError(f"{path}: tensor {name!r}: file holds {packed.metadata.get('tensor')!r} as "
+                            f"{packed.metadata.get('candidate')!r}, {MANIFEST} says {r['candidate']!r}")
+        q = unpack(packed, str(path))
+        source = sources[r["source"]]
+        info = next((i for i in source.infos() if i.name == r["source_name"]), None)
+        if info is None:
+            raise PackError(f"{path}: tensor {name!r}: not in weights {weights or r['source']!r}; "
+                            "pass the weights it was quantized from")
+        w = source.load(info.name)
+        if content_hash(w) != r["source_blake2b"]:
+            raise PackError(f"{path}: tensor {name!r}: weights {weights or r['source']!r} differ from the ones "
+                            "quantized (blake2b mismatch); pass the same --weights")
+        h = _activation(acts, info, int(manifest.get("act_power", 2)))
+        stats = reconstruction_error(w, dequantize(q), q.shape[1] // q.scales.shape[1], act=h, name=name)
+        if stats.sum_d2 != r["sse"]:
+            raise PackError(f"{path}: tensor {name!r}: decoded error {stats.sum_d2!r} differs from the "
+                            f"{r['sse']!r} recorded at quantization; re-run dse quantize")
+        bits = q.candidate.bits(w.size, q.sparse_index.size)
+        out.append(Verified(name, q.candidate.name, w.size, bits.bpw, packed.payload_bits, len(data), stats))
+        if on_tensor:
+            on_tensor(name)
+    return out
+
+
+def total(rows: list[Verified]) -> Verified:
+    """Element-weighted total of a package: summed errors, bits and bytes."""
+    stats = rows[0].stats
+    for r in rows[1:]:
+        stats = stats + r.stats
+    numel = sum(r.numel for r in rows)
+    return Verified("TOTAL", "", numel, sum(r.bpw * r.numel for r in rows) / numel,
+                    sum(r.payload_bits for r in rows), sum(r.file_bytes for r in rows), stats)
+
+
+# --- command line ------------------------------------------------------------------------------
