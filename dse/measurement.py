@@ -6,6 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from models.sampling import SampledStats, sample_tensor
 from models.sources import TensorInfo, WeightSource
 from quant import Candidate, ErrorStats, measure
@@ -61,16 +63,19 @@ def measure_source(
     threads: int | None = None,
     on_tensor: Callable[[TensorInfo], None] | None = None,
     sample_fraction: float | None = None,
+    act: Callable[[TensorInfo], np.ndarray | None] | None = None,
 ) -> list[Measurement]:
     """Every (tensor, candidate) measurement, tensors streamed one at a time, then a total per candidate.
 
     With ``sample_fraction`` the errors are estimated from a seeded sample of row groups, with
-    95 % confidence intervals (models/sampling.py).
+    95 % confidence intervals (models/sampling.py). ``act`` gives a tensor's per-input-channel
+    activation weights (or None): weighted metrics are then reported, and ``:aw`` candidates use them.
     """
     rows: list[Measurement] = []
     for info in source.infos():
+        h = act(info) if act is not None else None
         if sample_fraction is not None:
-            estimates = sample_tensor(source, info, candidates, sample_fraction, threads=threads)
+            estimates = sample_tensor(source, info, candidates, sample_fraction, threads=threads, act=h)
             for c, est in zip(candidates, estimates, strict=True):
                 rows.append(Measurement(c.name, info.name, info.numel, c.bits(info.numel).total_bits,
                                         est.estimate, info.prequantized, est))
@@ -79,7 +84,7 @@ def measure_source(
             continue
         w = source.load(info.name)
         for c in candidates:
-            stats = measure(w, c, name=info.name, threads=threads)
+            stats = measure(w, c, act=h, name=info.name, threads=threads)
             bits = c.bits(info.numel, stats.sparse)
             rows.append(Measurement(c.name, info.name, info.numel, bits.total_bits, stats, info.prequantized))
         if on_tensor is not None:

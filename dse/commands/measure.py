@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+import numpy as np
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
 from dse import render
 from dse.measurement import TOTAL, Measurement, measure_source
 from dse.render import console, fmt_sci, print_json
 from models.sampling import resolve_fraction
-from models.sources import open_source
+from models.sources import TensorInfo, open_source
 from quant import parse_candidate
 from quant.errors import DseError
+from quant.metrics import activation_weights
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", default="auto", metavar="auto|off|FRACTION",
                    help="estimate errors from a seeded sample of row groups with 95%% CIs; auto (default) "
                         "samples only sources above 2^30 weights")
+    p.add_argument("--act", default=None, metavar="STATS",
+                   help="activation statistics: minilm, an imatrix .gguf/.dat, a .safetensors/.npz of vectors")
+    p.add_argument("--act-power", type=int, choices=(1, 2), default=2,
+                   help="h = c**POWER for channel norm c (default 2: the diagonal of X^T X)")
     p.add_argument("--totals-only", action="store_true", help="show only the total row of each candidate")
     p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     p.set_defaults(handler=run)
@@ -48,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
                   console=console(), transient=True, disable=args.json) as progress:
         task = progress.add_task("measuring", total=len(infos))
         fraction = resolve_fraction(args.sample, sum(info.numel for info in infos))
-        rows = measure_source(source, candidates, threads=args.threads,
-                              on_tensor=lambda info: progress.advance(task), sample_fraction=fraction)
+        rows = measure_source(source, candidates, threads=args.threads, on_tensor=lambda info: progress.advance(task),
+                              sample_fraction=fraction, act=_activations(args.act, args.act_power))
     if args.json:
         print_json([m.record() for m in rows])
     else:
@@ -58,10 +72,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _activations(spec: str | None, power: int) -> Callable[[TensorInfo], np.ndarray | None] | None:
+    """Per-tensor activation weights h from a statistics source (None: unweighted)."""
+    if spec is None:
+        return None
+    from models.activations import load_activations
+
+    stats = load_activations(spec)
+
+    def for_tensor(info: TensorInfo) -> np.ndarray | None:
+        vector = stats.for_tensor(info.name, info.shape[1])
+        return None if vector is None else activation_weights(vector, power)
+
+    return for_tensor
+
+
 def _print_table(rows: list[Measurement], label: str, totals_only: bool) -> None:
+    weighted = any(m.stats.weighted for m in rows)  # a tensor without statistics shows '-'
     table = render.table(f"Reconstruction error on {label}", [
         "candidate", "tensor", "elements", "bpw [bit]", "rel. MSE", "SQNR [dB]", "1-cos [ppm]",
-        "2nd grid [%]", "stored aside"] + (["rel. MSE 95% CI"] if rows and rows[0].sample else []), left=2)
+        "2nd grid [%]", "stored aside"] + (["rel. MSE 95% CI"] if rows and rows[0].sample else [])
+        + (["1-ACos [ppm]"] if weighted else []), left=2)
     shown = [m for m in rows if m.tensor == TOTAL] if totals_only else rows
     ordered = sorted(shown, key=lambda m: (m.tensor == TOTAL, m.tensor if m.tensor != TOTAL else "", rows.index(m)))
     for m in ordered:
@@ -70,5 +101,6 @@ def _print_table(rows: list[Measurement], label: str, totals_only: bool) -> None
         dual = f"{100 * s.second_grid_fraction:.1f}" if "|" in m.candidate else "-"
         table.add_row(m.candidate, tensor, f"{m.numel:,}", f"{m.bpw:.4f}", fmt_sci(s.rel_mse),
                       f"{s.sqnr_db:.2f}", f"{s.cos_deficit_ppm:.1f}", dual, f"{s.sparse:,}",
-                      *([" .. ".join(map(fmt_sci, m.sample.rel_mse_ci95))] if m.sample else []))
+                      *([" .. ".join(map(fmt_sci, m.sample.rel_mse_ci95))] if m.sample else []),
+                      *([f"{s.acos_deficit_ppm:.1f}" if s.weighted else "-"] if weighted else []))
     console().print(table)

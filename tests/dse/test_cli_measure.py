@@ -68,3 +68,12 @@ def test_user_mistakes_exit_2_with_one_line(capsys, argv, text):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("dse: error: ") and text in err and err.count("\n") == 1
+
+
+@needs_minilm
+def test_measure_with_activation_statistics_reports_weighted_metrics(capsys):
+    rows = _json(capsys, ["measure", "NF4sUE4M4", "--weights", "minilm", "--act", "minilm", "--json"])
+    encoder = [r for r in rows if r["tensor"].startswith("encoder.layer.0.attention.self.query")]
+    assert encoder and encoder[0]["acos_deficit_ppm"] > 0 and encoder[0]["act_rel_mse"] > 0
+    embedding = next(r for r in rows if r["tensor"] == "embeddings.word_embeddings.weight")
+    assert "acos_deficit_ppm" not in embedding  # a lookup table has no input activations
