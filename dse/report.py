@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from dse.explore import ExploreResult, FrontPoint, bpw_label
 from dse.render import fmt_sci, table
 
 CONFIG_VERSION = 1
+PLOT_VERSION = 2  # bump when plot_front draws differently: a cached plot is then redrawn
 
 
 def point_record(p: FrontPoint) -> dict[str, Any]:
@@ -101,7 +103,7 @@ def config_document(result: ExploreResult, p: FrontPoint) -> dict[str, Any]:
 def plot_front(result: ExploreResult, path: Path) -> Path:
     """Error vs bpw: the front and the uniform baselines (not redrawn when its data is unchanged)."""
     key_file = path.with_name(f".{path.name}.key")
-    key = _plot_key(result) + result.scenario.path.name
+    key = f"{PLOT_VERSION}:{_plot_key(result)}{result.scenario.path.name}"
     if path.exists() and key_file.exists() and key_file.read_text() == key:
         return path
     import matplotlib
@@ -113,15 +115,17 @@ def plot_front(result: ExploreResult, path: Path) -> Path:
     front = sorted(result.front, key=lambda p: p.bpw)
     ax.plot([p.bpw for p in front], [p.error for p in front], "-o", ms=3.5, color="tab:blue",
             label="Pareto front (per-tensor formats)")
-    for p in result.baselines:
-        name = next(iter(p.assignment.values()))
-        ax.scatter([p.bpw], [p.error], marker="x", color="tab:red", zorder=3)
-        ax.annotate(name, (p.bpw, p.error), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    label_y = _spread_labels([(p.bpw, p.error) for p in result.baselines])
+    for i, (p, y) in enumerate(zip(result.baselines, label_y)):
+        ax.scatter([p.bpw], [p.error], marker="x", color="tab:red", zorder=3,
+                   label="one format everywhere" if i == 0 else None)
+        ax.annotate(next(iter(p.assignment.values())), (p.bpw, p.error), xytext=(p.bpw + 0.12, y), fontsize=7,
+                    va="center", arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.6"})
     ax.set_xlabel("bits per weight [bit]")
     ax.set_ylabel(f"{_metric_label(result.scenario.metric)}, summed over tensors")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(f"{result.scenario.path.name}: error vs storage (x = one format everywhere)", fontsize=10)
+    ax.set_title(f"{result.scenario.path.name}: error vs storage", fontsize=10)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     image = io.BytesIO()
@@ -130,6 +134,22 @@ def plot_front(result: ExploreResult, path: Path) -> Path:
     write_atomic(path, image.getvalue())
     write_atomic(key_file, key)
     return path
+
+
+def _spread_labels(points: list[tuple[float, float]], gap_decades: float = 0.05) -> list[float]:
+    """Label heights for (bpw, error) points on a log axis: labels of points within 0.3 bpw of each
+    other are pushed apart to at least ``gap_decades`` so they do not overprint."""
+    order = sorted(range(len(points)), key=lambda i: points[i][1])
+    placed: list[tuple[float, float]] = []  # (bpw, log10 label height)
+    out = [0.0] * len(points)
+    for i in order:
+        x, y = points[i][0], math.log10(points[i][1])
+        for px, py in sorted(placed, key=lambda q: q[1]):
+            if abs(px - x) < 0.3 and y < py + gap_decades:
+                y = py + gap_decades
+        placed.append((x, y))
+        out[i] = 10**y
+    return out
 
 
 def _metric_label(metric: str) -> str:
