@@ -25,7 +25,7 @@ import numpy as np
 
 from quant import AtomFormat, AtomKind, Candidate, QuantizedTensor, ScaleFormat, TensorScale, parse_candidate
 from quant.candidate import Selection
-from quant.quantize import fixed_grid
+from quant.engine import fixed_grid
 from quant.errors import DseError
 
 FORMAT = "sop-dse-packed"

@@ -109,7 +109,7 @@ def tensor_cost(tensor: WeightTensor, c: Candidate, hw: Hardware, decode: Decode
     ``sparse_entries``: outliers/residuals stored aside per copy, as measured; None takes the
     residual's fixed fraction (quant's count) and no outliers, which depend on the weights.
     """
-    if sparse_entries is None:  # the count quant.quantize stores for a residual fraction
+    if sparse_entries is None:  # the count quant.engine stores for a residual fraction
         sparse_entries = c.residual.entries(tensor.numel) if c.residual else 0
     bpw = c.bits(tensor.numel, sparse_entries).bpw
     fetched = tensor.weights_per_step(hw.batch)

@@ -13,7 +13,7 @@ from quant.candidate import BitBreakdown, Candidate, ScaleRule, TensorScale, par
 from quant.errors import DseError
 from quant.formats import ATOMS, AtomFormat, AtomKind, get_atom, register_codebook
 from quant.metrics import ErrorStats
-from quant.quantize import QuantizedTensor, dequantize, measure, quantize, reconstruction_error
+from quant.engine import QuantizedTensor, dequantize, measure, quantize, reconstruction_error
 from quant.scales import ScaleFormat, get_scale
 
 __all__ = [
