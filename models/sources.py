@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -57,11 +57,6 @@ class WeightSource(Protocol):
 
     def load(self, name: str) -> np.ndarray: ...
 
-
-def iter_tensors(source: WeightSource) -> Iterator[tuple[TensorInfo, np.ndarray]]:
-    """Yield (info, float32 matrix) for every tensor, one in memory at a time."""
-    for info in source.infos():
-        yield info, source.load(info.name)
 
 
 def package_dir(module: str, install_hint: str) -> Path:

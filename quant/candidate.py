@@ -191,10 +191,6 @@ class Candidate:
     def dual(self) -> bool:
         return len(self.atoms) > 1
 
-    @classmethod
-    def parse(cls, text: str) -> Candidate:
-        return parse_candidate(text)
-
     @property
     def name(self) -> str:
         core = "|".join(a.name for a in self.atoms) + f"s{self.scale.name}"

@@ -277,11 +277,8 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
 
 
 def _block_error(w_hat: np.ndarray, blocks: np.ndarray, h: np.ndarray | None) -> np.ndarray:
-    diff = w_hat - blocks
-    diff *= diff
-    if h is not None:
-        diff *= h
-    return diff.sum(axis=0)
+    """(h-weighted) squared error of each block: (n_blocks,)."""
+    return _residual_score(blocks, w_hat, h).sum(axis=0)
 
 
 def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,

@@ -158,6 +158,3 @@ def _sumsq32(a: np.ndarray) -> float:
     sq = np.square(a, dtype=np.float32)
     return float(np.add.reduce(sq, axis=None, dtype=np.float32))
 
-
-ZERO = ErrorStats(0, 0.0, 0.0, 0.0)
-ZERO_WEIGHTED = ErrorStats(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
