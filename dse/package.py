@@ -29,12 +29,13 @@ from dse.atomic import write_atomic
 from dse.packing import (
     FORMAT, FORMAT_VERSION, PackError, decode_file, encode_file, file_hash, pack, unpack,
 )
+from dse.measurement import activation_source
 from dse.report import CONFIG_VERSION
-from models.activations import ActivationStats, load_activations
-from models.sources import TensorInfo, WeightSource, open_source
+from dse.scenario import resolve_input
+from models.source import TensorInfo, WeightSource
+from models.sources import open_source
 from quant import Candidate, ErrorStats, dequantize, parse_candidate, quantize, reconstruction_error
 from quant.errors import DseError
-from quant.metrics import activation_weights
 
 MANIFEST = "manifest.json"
 _FILE = re.compile(r"\d{4}-.*\.safetensors")  # tensor files of a package: NNNN-<tensor>.safetensors
@@ -54,13 +55,10 @@ class Config:
 
 
 def _resolve(scenario: Path | None, spec: str) -> str:
-    """A source path, made absolute so the manifest works from any folder. Like dse.explore,
-    a relative path is first looked up beside the scenario file; names (minilm...) stay as they are."""
-    beside = [scenario.parent / spec] if scenario is not None and not Path(spec).is_absolute() else []
-    for path in [*beside, Path(spec)]:
-        if path.exists():
-            return str(path.resolve())
-    return spec
+    """A source path, made absolute so the manifest works from any folder; looked up as the
+    scenario looks it up (:func:`dse.scenario.resolve_input`); names (minilm...) stay as they are."""
+    found = resolve_input(scenario.parent, spec) if scenario is not None else spec
+    return str(Path(found).resolve()) if Path(found).exists() else spec
 
 
 def load_config(path: str | Path) -> Config:
@@ -118,14 +116,6 @@ def _index_sources(specs: list[tuple[str, str]]) -> dict[str, _Tensor]:
     return out
 
 
-def _activation(stats: ActivationStats | None, info: TensorInfo, power: int) -> np.ndarray | None:
-    """The tensor's activation weights h, as dse.explore computes them, or None."""
-    if stats is None:
-        return None
-    vector = stats.for_tensor(info.name, info.shape[1])
-    return None if vector is None else activation_weights(vector, power)
-
-
 def _tool_version() -> str:
     try:
         return importlib.metadata.version("sop-dse")
@@ -162,7 +152,7 @@ def quantize_package(config: str | Path, weights: str | None, out: Path, *,
     if missing:
         raise DseError(f"{cfg.path}: tensor {missing[0]!r} is not in weights "
                        f"{', '.join(s for _, s in specs)} ({len(missing)} missing); pass the weights it was explored on")
-    acts = None if cfg.activations is None else load_activations(cfg.activations)
+    acts = None if cfg.activations is None else activation_source(cfg.activations, cfg.act_power)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
     for stale in out.iterdir():
@@ -174,7 +164,7 @@ def quantize_package(config: str | Path, weights: str | None, out: Path, *,
     for i, (name, candidate) in enumerate(sorted(cfg.assignment.items())):
         t = tensors[name]
         w = t.source.load(t.info.name)
-        h = _activation(acts, t.info, cfg.act_power)
+        h = None if acts is None else acts(t.info)
         q = quantize(w, candidate, act=h, name=name)
         packed = pack(q, name)
         data = encode_file(packed)
@@ -274,7 +264,8 @@ def verify_package(directory: Path, weights: str | None = None, *,
     if weights is not None and len(specs) > 1:
         raise DseError(f"{directory / MANIFEST}: the package comes from {len(specs)} weight sources; omit --weights")
     sources = {spec: open_source(weights or spec) for spec in specs}
-    acts = None if manifest.get("activations") is None else load_activations(manifest["activations"])
+    acts = (None if manifest.get("activations") is None
+            else activation_source(manifest["activations"], int(manifest.get("act_power", 2))))
     if on_start:
         on_start(len(records))
     out = []
@@ -301,7 +292,7 @@ def verify_package(directory: Path, weights: str | None = None, *,
         if content_hash(w) != r["source_blake2b"]:
             raise PackError(f"{path}: tensor {name!r}: weights {weights or r['source']!r} differ from the ones "
                             "quantized (blake2b mismatch); pass the same --weights")
-        h = _activation(acts, info, int(manifest.get("act_power", 2)))
+        h = None if acts is None else acts(info)
         stats = reconstruction_error(w, dequantize(q), q.shape[1] // q.scales.shape[1], act=h, name=name)
         if stats.sum_d2 != r["sse"]:
             raise PackError(f"{path}: tensor {name!r}: decoded error {stats.sum_d2!r} differs from the "

@@ -18,7 +18,8 @@ import yaml
 from rich.console import Console
 
 from dse.atomic import write_atomic
-from dse.explore import ExploreResult, FrontPoint, bpw_label
+from dse.allocation import FrontPoint
+from dse.pipeline import ExploreResult, bpw_label
 from dse.render import fmt_sci, table
 
 CONFIG_VERSION = 1
@@ -43,7 +44,7 @@ def write_outputs(result: ExploreResult) -> list[Path]:
     for stale in out.glob("config-*.yaml"):  # a rerun with other budgets must not leave old points
         stale.unlink()
     written = []
-    meta = {"scenario": str(s.path), "metric": s.metric, "hardware": s.hardware.preset or s.hardware.file,
+    meta = {"scenario": str(s.path), "metric": s.metric, "hardware": s.hardware.label,
             "weights": list(s.weights), "skipped_sources": list(result.skipped_sources)}
     pareto = {"meta": meta, "front": [point_record(p) for p in result.front],
               "baselines": [{k: v for k, v in point_record(p).items() if k != "assignment"} | {

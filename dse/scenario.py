@@ -1,19 +1,25 @@
-"""Scenario files: validated here (pydantic, at the boundary only), then turned into plain data.
+"""Scenarios: every rule about a scenario, and the plain frozen data the library works on.
 
-``load_scenario(path)`` returns a frozen :class:`Scenario` or raises :class:`ScenarioError`
-listing every problem at once, one line each: ``file: field.path: problem (fix)``.
+pydantic checks field types at the boundary only; :func:`parse` turns a mapping into a frozen
+:class:`Scenario` (with a :class:`HardwareSpec`, never a pydantic object) and lists every problem
+it finds, one line each: ``file: field.path: problem (fix)``. A broken section does not stop the
+others from being checked. :func:`cross_problems` holds the rules that need the model's tensors
+and the hardware (a metric that needs statistics some tensor lacks, groups naming absent roles,
+LUT capacity, block sizes); the setup step (:mod:`dse.setup`) gathers those facts and calls it,
+so one ``dse validate`` reports everything.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from quant import Candidate, parse_candidate
 from quant.errors import DseError
@@ -115,10 +121,29 @@ class _ScenarioModel(_Strict):
 
 
 @dataclass(frozen=True)
+class HardwareSpec:
+    """The scenario's ``hardware`` section as plain data (hwcost builds the model from it)."""
+
+    preset: str | None
+    """A hwcost memory preset name (lpddr5x, hbm3e...), or None when ``file`` is given."""
+    file: str | None
+    """A hwcost hardware YAML as the scenario writes it (resolve with :meth:`Scenario.input_path`)."""
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    """hwcost hardware fields overriding the preset or file, e.g. ``{"batch": 8}``."""
+    lut_sram_bits_per_layer: int | None = None
+    """LUT SRAM per layer [bit]; a candidate whose LUT needs more is a problem."""
+
+    @property
+    def label(self) -> str:
+        return self.preset or self.file or ""
+
+
+@dataclass(frozen=True)
 class Scenario:
-    """A validated scenario, as the explore driver uses it."""
+    """A validated scenario, as the explore pipeline uses it."""
 
     path: Path
+    """The scenario file (``<dict>`` for a mapping); relative inputs are looked up beside it."""
     description: str
     weights: tuple[str, ...]
     optional_weights: tuple[str, ...]
@@ -128,7 +153,7 @@ class Scenario:
     exclude: str | None
     sample_fraction: float | None
     candidates: tuple[Candidate, ...]
-    hardware: HardwareSection
+    hardware: HardwareSpec
     metric: str
     budgets_bpw: tuple[float, ...]
     energy_j_per_token_max: float | None
@@ -140,53 +165,183 @@ class Scenario:
     solver_backend: str
     solver_time_limit_s: float
 
+    def input_path(self, spec: str) -> str:
+        """An input as the library opens it: see :func:`resolve_input`."""
+        return resolve_input(self.path.parent, spec)
 
-def load_scenario(path: str | Path, *, out: str | None = None) -> Scenario:
-    """Read and validate a scenario file; every problem is reported in one ScenarioError."""
+
+def resolve_input(base: Path, spec: str) -> str:
+    """The one path rule for inputs: a relative path names a file beside the scenario (``base``)
+    when one exists there; otherwise the spec stays as written (a name such as ``minilm`` or
+    ``llama-3.1-8b:synthetic``, or a path relative to the working directory)."""
+    beside = base / spec
+    return str(beside) if not Path(spec).is_absolute() and beside.exists() else spec
+
+
+def _output_path(base: Path, spec: str) -> Path:
+    """Outputs (``output.dir``, ``output.cache_dir``) go beside the scenario unless absolute."""
+    return Path(spec) if Path(spec).is_absolute() else base / spec
+
+
+_SECTIONS = {name: TypeAdapter(f.annotation) for name, f in _ScenarioModel.model_fields.items()}
+
+
+def parse(raw: Any, origin: str | Path, *, out: str | None = None) -> tuple[Scenario, list[str], frozenset[str]]:
+    """Every rule that needs only the mapping; never raises for a user mistake.
+
+    Args:
+        raw: the parsed YAML (or a notebook's dict).
+        origin: the scenario file, or a label such as ``<dict>``; relative paths resolve beside it.
+        out: ``--out``, overriding ``output.dir`` (relative to the working directory).
+    Returns:
+        (scenario, problems, broken): the scenario built from every valid part (defaults stand in
+        for broken sections), the problems as ``field: problem (fix)`` lines, and the names of the
+        sections too broken for the cross-field rules to use.
+    """
+    path = Path(origin)
+    if not isinstance(raw, dict):
+        raw = {}
+        problems = ["expected a mapping with model, candidates, hardware, budgets"]
+    else:
+        problems = []
+    broken: set[str] = set()
+    values: dict[str, Any] = {}
+    for key, adapter in _SECTIONS.items():
+        spec = _ScenarioModel.model_fields[key]
+        if key not in raw:
+            if spec.is_required():
+                problems.append(f"{key}: required field missing")
+                broken.add(key)
+            values[key] = None if spec.is_required() else spec.get_default(call_default_factory=True)
+            continue
+        try:
+            values[key] = adapter.validate_python(raw[key])
+        except ValidationError as err:
+            problems += [f"{_loc((key, *e['loc']))}: {_message(e)}" for e in err.errors()]
+            broken.add(key)
+            values[key] = None if spec.is_required() else spec.get_default(call_default_factory=True)
+    problems += [f"{key}: {_message({'type': 'extra_forbidden'})}" for key in raw if key not in _SECTIONS]
+    model: ModelSection | None = values["model"]
+    candidates_section: CandidatesSection | None = values["candidates"]
+    hw: HardwareSection | None = values["hardware"]
+    budgets: BudgetsSection | None = values["budgets"]
+    candidates = _candidates(candidates_section, problems) if candidates_section is not None else []
+    patterns = {}
+    for name in ("include", "exclude"):
+        pattern = getattr(model, name) if model is not None else None
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                problems.append(f"model.{name}: invalid regex ({err})")
+                pattern = None
+                broken.add("model")
+        patterns[name] = pattern
+    if hw is not None and (hw.preset is None) == (hw.file is None):
+        problems.append("hardware: give exactly one of preset (e.g. lpddr5x) or file (a hardware YAML)")
+        broken.add("hardware")
+    objective: ObjectiveSection = values["objective"]
+    if model is not None and objective.metric == "act_sse" and model.activations is None:
+        problems.append("objective.metric: act_sse needs model.activations (per-channel statistics); "
+                        "add them or use metric sse")
+    output: OutputSection = values["output"]
+    solver: SolverSection = values["solver"]
+    out_dir = Path(out) if out else _output_path(path.parent, output.dir)
+    weights = () if model is None else (model.weights,) if isinstance(model.weights, str) else tuple(model.weights)
+    bpw = [] if budgets is None else budgets.bpw if budgets.bpw is not None else _range(budgets.bpw_range)
+    scenario = Scenario(
+        path=path, description=values["description"], weights=weights,
+        optional_weights=tuple(model.optional_weights) if model else (),
+        activations=model.activations if model else None, act_power=model.act_power if model else 2,
+        include=patterns["include"], exclude=patterns["exclude"],
+        sample_fraction=model.sample_fraction if model else None, candidates=tuple(candidates),
+        hardware=HardwareSpec(hw.preset, hw.file, dict(hw.fields), hw.lut_sram_bits_per_layer) if hw
+        else HardwareSpec(None, None),
+        metric=objective.metric, budgets_bpw=tuple(sorted(set(bpw))),
+        energy_j_per_token_max=budgets.energy_j_per_token_max if budgets else None,
+        decode_area_mm2_max=budgets.decode_area_mm2_max if budgets else None,
+        groups=tuple(tuple(g) for g in values["groups"]), output_dir=out_dir, plot=output.plot,
+        cache_dir=_output_path(path.parent, output.cache_dir) if output.cache_dir else out_dir.parent / ".dse-cache",
+        solver_backend=solver.backend, solver_time_limit_s=solver.time_limit_s,
+    )
+    return scenario, problems, frozenset(broken)
+
+
+def scenario_from_dict(mapping: Mapping[str, Any], origin: str | Path = "<dict>", *,
+                       out: str | None = None) -> Scenario:
+    """A scenario from a mapping, validated exactly like a file (relative paths beside ``origin``).
+
+    Raises:
+        ScenarioError: every problem, one line each.
+    """
+    scenario, problems, _ = parse(dict(mapping), origin, out=out)
+    if problems:
+        raise ScenarioError("\n".join(f"{origin}: {p}" for p in problems))
+    return scenario
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The parsed scenario file; a missing file or bad YAML raises a one-line ScenarioError."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ScenarioError(f"{path}: no such scenario file") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ScenarioError(f"{path}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
-    if not isinstance(raw, dict):
-        raise ScenarioError(f"{path}: expected a mapping with model, candidates, hardware, budgets")
-    try:
-        model = _ScenarioModel.model_validate(raw)
-    except ValidationError as err:
-        raise ScenarioError("\n".join(f"{path}: {_loc(e['loc'])}: {_message(e)}" for e in err.errors())) from None
-    problems: list[str] = []
-    candidates = _candidates(model.candidates, problems)
-    for field_name, pattern in (("model.include", model.model.include), ("model.exclude", model.model.exclude)):
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as err:
-                problems.append(f"{field_name}: invalid regex ({err})")
-    hw = model.hardware
-    if (hw.preset is None) == (hw.file is None):
-        problems.append("hardware: give exactly one of preset (e.g. lpddr5x) or file (a hardware YAML)")
-    if problems:
-        raise ScenarioError("\n".join(f"{path}: {p}" for p in problems))
-    budgets = model.budgets
-    bpw = budgets.bpw if budgets.bpw is not None else _range(budgets.bpw_range)
-    out_dir = Path(out) if out else (path.parent / model.output.dir if not Path(model.output.dir).is_absolute()
-                                     else Path(model.output.dir))
-    cache = Path(model.output.cache_dir) if model.output.cache_dir else out_dir.parent / ".dse-cache"
-    weights = (model.model.weights,) if isinstance(model.model.weights, str) else tuple(model.model.weights)
-    return Scenario(
-        path=path, description=model.description, weights=weights,
-        optional_weights=tuple(model.model.optional_weights), activations=model.model.activations,
-        act_power=model.model.act_power, include=model.model.include, exclude=model.model.exclude,
-        sample_fraction=model.model.sample_fraction, candidates=tuple(candidates), hardware=hw,
-        metric=model.objective.metric, budgets_bpw=tuple(sorted(set(bpw))),
-        energy_j_per_token_max=budgets.energy_j_per_token_max, decode_area_mm2_max=budgets.decode_area_mm2_max,
-        groups=tuple(tuple(g) for g in model.groups), output_dir=out_dir, plot=model.output.plot,
-        cache_dir=cache, solver_backend=model.solver.backend, solver_time_limit_s=model.solver.time_limit_s,
-    )
+
+
+def load_scenario(path: str | Path, *, out: str | None = None) -> Scenario:
+    """Read and validate a scenario file; every problem is reported in one ScenarioError."""
+    return scenario_from_dict(read_yaml(path), Path(path), out=out)
+
+
+@dataclass(frozen=True)
+class TensorFacts:
+    """What the cross-field rules need to know about one selected tensor."""
+
+    name: str
+    role: str
+    in_features: int
+    has_statistics: bool
+
+
+def cross_problems(s: Scenario, tensors: Sequence[TensorFacts] | None,
+                   lut_bits: Mapping[str, int] | None) -> list[str]:
+    """The rules that need the model and the hardware, every problem at once.
+
+    Args:
+        tensors: the selected tensors, or None when the sources could not be listed.
+        lut_bits: LUT bits per layer each candidate needs (by name), or None without hardware.
+    """
+    problems = []
+    cap = s.hardware.lut_sram_bits_per_layer
+    if lut_bits is not None and cap is not None:
+        for c in s.candidates:
+            if lut_bits[c.name] > cap:
+                problems.append(f"hardware.lut_sram_bits_per_layer: {cap} bits < the {lut_bits[c.name]} bits "
+                                f"{c.name} needs (grids x levels x LUT width); raise it or drop the candidate")
+    if tensors is None:
+        return problems
+    if not tensors:
+        return problems + ["model: no tensors selected (check model.weights, include, exclude)"]
+    for c in s.candidates:
+        if c.block_size is not None and not any(t.in_features % c.block_size == 0 for t in tensors):
+            problems.append(f"candidates: {c.name}: block {c.block_size} divides no tensor's row length")
+    if s.metric == "act_sse" and s.activations is not None:
+        lacking = [t.name for t in tensors if not t.has_statistics]
+        if lacking:
+            problems.append(f"objective.metric: act_sse needs statistics for every tensor, and {len(lacking)} "
+                            f"have none (first: {lacking[0]}); use metric sse, or exclude them with model.exclude")
+    roles = sorted({t.role for t in tensors})
+    for i, group in enumerate(s.groups):
+        absent = [r for r in group if r not in roles]
+        if absent:
+            problems.append(f"groups[{i}]: role {absent[0]!r} is not the role of any selected tensor "
+                            f"(roles present: {', '.join(roles)})")
+    return problems
 
 
 def _range(r: BpwRange | None) -> list[float]:
@@ -220,10 +375,10 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return "unknown field (check the spelling; see README 'Scenario files')"
+        return "unknown field (check the spelling; see README 'Scenario fields')"
     if kind == "missing":
         return "required field missing"
     return str(error["msg"]).replace("Value error, ", "")

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from models.errors import SourceError
 from models.roles import parse_name
-from models.sources import TensorInfo
-from quant.errors import SourceError
+from models.source import TensorInfo
 
 # Roles fed by the same input activation: one statistics vector serves them all.
 _INPUT_GROUP = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "qkv": "attn_in",

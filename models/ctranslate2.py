@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from models.sources import TensorInfo, bf16_to_float32
-from quant.errors import SourceError
+from models.errors import SourceError
+from models.source import TensorInfo, bf16_to_float32
 
 # CTranslate2 DataType enum: 0 float32, 1 int8, 2 int16, 3 int32, 4 float16, 5 bfloat16
 _DTYPES: dict[int, tuple[str, np.dtype[Any]]] = {

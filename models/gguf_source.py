@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from models.sources import TensorInfo
-from quant.errors import SourceError
+from models.errors import SourceError
+from models.source import TensorInfo
 
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16", "F64"})
 

@@ -33,17 +33,16 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from models.sources import TensorInfo, WeightSource
+from models.source import RowSource, TensorInfo, WeightSource
 from models.synthetic import ROW_GROUP_ROWS, name_key
 from quant import Candidate, ErrorStats, measure
-from quant.errors import DseError
 
 REPLICATES = 10
 """Random groups per tensor: the CI has REPLICATES - 1 degrees of freedom."""
 EXACT_LIMIT_ELEMENTS = 1 << 30
-"""``--sample auto``: sources up to this many weights (4 GiB of float32) are measured exactly."""
+""":func:`auto_fraction`: sources up to this many weights (4 GiB of float32) are measured exactly."""
 TARGET_ELEMENTS = 1 << 26
-"""``--sample auto`` above the limit: fraction = TARGET_ELEMENTS / total weights (before minimums)."""
+""":func:`auto_fraction` above the limit: fraction = TARGET_ELEMENTS / total weights (before minimums)."""
 EXACT_TENSOR_ELEMENTS = 1 << 21
 """Tensors up to this size are measured whole even in sampled mode: one quant.measure call on
 them (~25 ms) costs less than the REPLICATES + 2 calls of a sample."""
@@ -81,24 +80,13 @@ def exact(stats: ErrorStats) -> SampledStats:
     return SampledStats(stats, (stats,) * REPLICATES)
 
 
-def resolve_fraction(option: str, total_elements: int) -> float | None:
-    """The sample fraction for ``--sample OPTION`` (None: measure exactly).
+def auto_fraction(total_elements: int) -> float | None:
+    """The default sample fraction for a source of ``total_elements`` weights (None: measure exactly).
 
-    Args:
-        option: ``auto`` (exact up to EXACT_LIMIT_ELEMENTS weights), ``off`` or a fraction in (0, 1].
-        total_elements: weights in the whole source.
+    Sources up to EXACT_LIMIT_ELEMENTS weights are measured exactly; larger ones sample
+    TARGET_ELEMENTS weights' worth of row groups.
     """
-    if option == "off":
-        return None
-    if option == "auto":
-        return None if total_elements <= EXACT_LIMIT_ELEMENTS else min(1.0, TARGET_ELEMENTS / total_elements)
-    try:
-        fraction = float(option)
-    except ValueError:
-        fraction = math.nan
-    if not 0.0 < fraction <= 1.0:
-        raise DseError(f"--sample {option!r}: expected auto, off or a fraction in (0, 1], e.g. 0.01")
-    return fraction
+    return None if total_elements <= EXACT_LIMIT_ELEMENTS else min(1.0, TARGET_ELEMENTS / total_elements)
 
 
 def sample_tensor(
@@ -114,7 +102,7 @@ def sample_tensor(
     """Estimated error of each candidate on one tensor, from a seeded sample of its row groups.
 
     Args:
-        source: where the tensor comes from; uses ``load_rows``/``absmax_row`` when it has them.
+        source: where the tensor comes from; a :class:`RowSource` never materialises the tensor.
         info: the tensor.
         fraction: share of row groups to measure, in (0, 1].
         act: optional (in,) activation weights, passed to :func:`quant.measure`.
@@ -123,13 +111,12 @@ def sample_tensor(
     """
     rows, cols = info.shape
     n_groups = -(-rows // ROW_GROUP_ROWS)
-    load_rows = getattr(source, "load_rows", None)
-    absmax_row = getattr(source, "absmax_row", None)
-    if load_rows is not None and absmax_row is not None:
-        top = int(absmax_row(info.name))
+    if isinstance(source, RowSource):
+        rows_source: RowSource = source
+        top = int(rows_source.absmax_row(info.name))
 
         def take(index: np.ndarray) -> np.ndarray:
-            return np.asarray(load_rows(info.name, index))
+            return np.asarray(rows_source.load_rows(info.name, index))
     else:
         whole = source.load(info.name)
         # argmax of a row with NaN lands on it, so quant's NaN check sees that row

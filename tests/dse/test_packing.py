@@ -343,8 +343,8 @@ def test_minilm_explore_quantize_verify(tmp_path, capsys):
 
     The scenario is scenarios/edge.yaml (activations and metric included) on a 4-tensor slice.
     """
-    from dse.explore import activation_vectors, list_tensors
     from dse.scenario import load_scenario
+    from dse.setup import setup
     from models.sources import open_source
 
     root = Path(__file__).resolve().parents[2]
@@ -358,7 +358,7 @@ def test_minilm_explore_quantize_verify(tmp_path, capsys):
     assert main(["explore", str(tmp_path / "s.yaml"), "--jobs", "1"]) == 0
     measured = pd.read_csv(tmp_path / "out" / "measurements.csv").set_index(["tensor", "candidate"])
     explored = load_scenario(tmp_path / "s.yaml")
-    acts = activation_vectors(explored, list_tensors(explored)[0])  # h exactly as explore weighted it
+    acts = setup(explored).acts  # h exactly as explore weighted it
     source = open_source("minilm")
     configs = sorted((tmp_path / "out").glob("config-*.yaml"))
     assert configs

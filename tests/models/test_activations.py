@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from models.activations import ActivationStats, load_activations, read_imatrix_dat
-from models.sources import TensorInfo
-from quant.errors import SourceError
+from models.source import TensorInfo
+from models.errors import SourceError
 from tests.models.files import truncate, write_gguf, write_safetensors
 
 RNG = np.random.default_rng(11)

@@ -6,7 +6,7 @@ import pytest
 from dse.cli import main
 from models.gguf_source import GGUFSource
 from models.sources import open_source
-from quant.errors import SourceError
+from models.errors import SourceError
 from tests.models.files import truncate, write_gguf
 
 

@@ -8,7 +8,7 @@ import pytest
 from dse.cli import main
 from models.roles import role_of
 from models.sources import PACKAGED, open_source
-from quant.errors import SourceError
+from models.errors import SourceError
 
 
 def _installed(module):

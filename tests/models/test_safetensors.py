@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from dse.cli import main
-from models.sources import SafetensorsSource, open_source
-from quant.errors import SourceError
+from models.safetensors_source import SafetensorsSource
+from models.sources import open_source
+from models.errors import SourceError
 from tests.models.files import bf16_values, to_bf16_bits, truncate, write_safetensors, write_sharded
 
 

@@ -8,11 +8,11 @@ import pytest
 
 from dse.cli import main
 from dse.measurement import TOTAL, measure_source
-from models.sampling import EXACT_LIMIT_ELEMENTS, REPLICATES, SampledStats, resolve_fraction, sample_tensor
+from models.sampling import EXACT_LIMIT_ELEMENTS, REPLICATES, SampledStats, auto_fraction, sample_tensor
 from models.sources import open_source
 from models.synthetic import ROW_GROUP_ROWS, SyntheticSource, SyntheticTensor
 from quant import measure, parse_candidate
-from quant.errors import DseError
+
 
 CANDIDATES = [parse_candidate(n) for n in ("E2M3sUE4M4", "E2M1sE4M3", "E4M3sUE8M0@layer")]
 OUTLIER = "encoder.layer.0.output.dense.weight"  # MiniLM: one 175-sigma element (weights.md)
@@ -27,14 +27,9 @@ def small_model():
     return SyntheticSource("llm-like", tensors, 0, "small")
 
 
-def test_resolve_fraction():
-    assert resolve_fraction("off", 10**12) is None
-    assert resolve_fraction("auto", EXACT_LIMIT_ELEMENTS) is None
-    assert 0 < resolve_fraction("auto", 8 * 10**9) < 0.02
-    assert resolve_fraction("0.25", 10) == 0.25
-    for bad in ("0", "1.5", "x", "nan"):
-        with pytest.raises(DseError, match="expected auto, off or a fraction"):
-            resolve_fraction(bad, 10)
+def test_auto_fraction():
+    assert auto_fraction(EXACT_LIMIT_ELEMENTS) is None
+    assert 0 < auto_fraction(8 * 10**9) < 0.02
 
 
 @pytest.mark.parametrize("candidate", CANDIDATES, ids=lambda c: c.name)

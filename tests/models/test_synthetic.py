@@ -10,7 +10,7 @@ from models.catalog import UnknownModelError, get_model
 from models.roles import role_of
 from models.sources import open_source
 from models.synthetic import KINDS, SyntheticSource, SyntheticTensor
-from quant.errors import SourceError
+from models.errors import SourceError
 
 SMALL = [SyntheticTensor("model.layers.0.mlp.down_proj.weight", "down", (100, 256)),
          SyntheticTensor("model.layers.0.self_attn.q_proj.weight", "q", (64, 64))]

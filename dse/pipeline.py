@@ -1,0 +1,88 @@
+"""The exploration pipeline: validate -> build -> measure -> allocate, each step one call.
+
+Library API (the CLI is a thin layer over it; :mod:`dse.api` re-exports it)::
+
+    import dse
+    result = dse.explore(dse.load_scenario("scenarios/edge.yaml"))
+    result.front_frame()          # one row per front point: bpw, error, energy_j_per_token, ...
+    result.measurements           # one row per (tensor, candidate)
+
+Files are written by :func:`dse.report.write_outputs`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from dse.allocation import FrontPoint, baselines, build_problem, solve_front
+from dse.measurement import measure_table
+from dse.scenario import Scenario
+from dse.setup import Tensor, setup
+
+
+@dataclass(frozen=True)
+class ExploreResult:
+    scenario: Scenario
+    tensors: tuple[Tensor, ...]
+    measurements: pd.DataFrame
+    """One row per (tensor, candidate): ``tensor``, ``candidate``, ``role``, ``layer``, ``numel``,
+    ``bpw`` [bit/weight], ``total_bits`` [bit], ``error`` (the scenario's metric), ``sse``,
+    ``rel_mse``, ``sqnr_db``, ``cos_deficit_ppm``, ``act_sse``, ``acos_deficit_ppm``,
+    ``second_grid_fraction``, ``sparse_entries``, ``prequantized`` (what ``measurements.csv`` holds)."""
+    front: tuple[FrontPoint, ...]
+    baselines: tuple[FrontPoint, ...]
+    """Each candidate applied to every tensor (where it applies to all)."""
+    skipped_sources: tuple[str, ...]
+
+    def front_frame(self, *, uniform: bool = False) -> pd.DataFrame:
+        """The front as a table, one row per point, by increasing bpw.
+
+        Columns: ``bpw`` [bit/weight], ``error`` (the scenario's metric, summed over tensors),
+        ``energy_j_per_token`` [J], ``tokens_per_s`` [1/s, memory-bound], ``bytes_per_token`` [B],
+        ``decode_area_mm2`` [mm²], ``point`` (ilp, hull or uniform), ``budget_bpw`` [bit/weight,
+        the requested budget of an ilp point], ``formats`` (candidate: tensor count). With
+        ``uniform`` the uniform baselines follow the front.
+        """
+        points = list(self.front) + (list(self.baselines) if uniform else [])
+        return pd.DataFrame([{
+            "bpw": p.bpw, "error": p.error, "energy_j_per_token": p.energy_j_per_token,
+            "tokens_per_s": p.tokens_per_s, "bytes_per_token": p.bytes_per_token,
+            "decode_area_mm2": p.decode_area_mm2, "point": p.source, "budget_bpw": p.budget_bpw,
+            "formats": dict(Counter(p.assignment.values()).most_common()),
+        } for p in points], columns=["bpw", "error", "energy_j_per_token", "tokens_per_s", "bytes_per_token",
+                                     "decode_area_mm2", "point", "budget_bpw", "formats"])
+
+
+def explore(s: Scenario, *, jobs: int | None = None,
+            on_tensor: Callable[[Tensor], None] | None = None,
+            on_start: Callable[[int], None] | None = None) -> ExploreResult:
+    """Run a scenario end to end.
+
+    Args:
+        jobs: measurement processes (None: all cores).
+        on_start: called with the number of tensors before measuring.
+        on_tensor: called as each tensor is measured (progress).
+    Raises:
+        ScenarioError: every problem of the scenario at once, before anything is measured.
+    """
+    # 1. validate and build: hardware, tensors and statistics, once (every problem pooled)
+    built = setup(s)
+    if on_start:
+        on_start(len(built.tensors))
+    # 2. measure every (tensor, candidate) pair, cached
+    table = measure_table(s, built, jobs=jobs, on_tensor=on_tensor)
+    # 3. allocate: the knapsack, its front at every budget, and the uniform baselines, costed by hwcost
+    allocation = build_problem(s, built.tensors, table, built.hardware)
+    front = solve_front(s, allocation, built.hardware)
+    uniform = baselines(s, allocation, built.hardware)
+    return ExploreResult(s, built.tensors, table, tuple(front), tuple(uniform), built.skipped_sources)
+
+
+def bpw_label(bpw: float) -> str:
+    """File-name label of a front point: 4 decimals, e.g. 5.2500."""
+    return f"{math.floor(bpw * 1e4 + 0.5) / 1e4:.4f}"

@@ -1,0 +1,59 @@
+"""The weight-source interface every reader implements; readers depend on this module only.
+
+A source is a set of named 2-D weight matrices loaded one at a time as float32
+(:class:`WeightSource`). A source that can also produce any subset of a tensor's rows without
+materialising the rest (the synthetic generator) implements :class:`RowSource`; sampled
+measurement (:mod:`models.sampling`) then never holds a whole tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What a source knows about one weight matrix before loading it."""
+
+    name: str
+    shape: tuple[int, int]
+    """(out_features, in_features)."""
+    stored_dtype: str
+    """Dtype as stored in the source: F32, F16, BF16, Q4_1..."""
+    prequantized: bool = False
+    """Stored in a quantized type: absolute errors measured on it are biased."""
+
+    @property
+    def numel(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+
+class WeightSource(Protocol):
+    """A set of named 2-D weight matrices, loaded one at a time as float32."""
+
+    label: str
+
+    def infos(self) -> list[TensorInfo]: ...
+
+    def load(self, name: str) -> np.ndarray: ...
+
+
+@runtime_checkable
+class RowSource(WeightSource, Protocol):
+    """A source that generates any rows of a tensor alone, equal to the same rows of the whole."""
+
+    def load_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), in_features) float32: rows ``rows`` of tensor ``name``."""
+        ...
+
+    def absmax_row(self, name: str) -> int:
+        """Index of the row holding the tensor's largest |w|, known without generating the tensor."""
+        ...
+
+
+def bf16_to_float32(raw: np.ndarray) -> np.ndarray:
+    """BF16 bit patterns (uint16) -> float32 without torch: BF16 is the top half of a float32."""
+    return (raw.astype(np.uint32) << 16).view(np.float32)
