@@ -7,6 +7,7 @@
     r = dse.explore(s)
     r.front_frame()                                     # pandas: bpw, error, energy_j_per_token, ...
     r.measurements                                      # pandas: one row per (tensor, candidate)
+    dse.write_outputs(r)                                # pareto.csv/json, measurements.csv, configs, plot
     dse.measure_source("minilm", ["E2M3sUE4M4"])        # pandas: one row per (tensor, candidate) + totals
     dse.model_cost([(t, dse.parse_candidate("E2M3sUE4M4")) for t in dse.weight_tensors(dse.get_model("llama-3.1-8b"))],
                    dse.preset("hbm3")).tokens_per_s
@@ -29,6 +30,7 @@ from dse.measurement import activation_source
 from dse.measurement import measure_source as _measure_source
 from dse.package import quantize_package, verify_package
 from dse.pipeline import ExploreResult, explore
+from dse.report import write_outputs
 from dse.scenario import HardwareSpec, Scenario, ScenarioError, load_scenario, parse, read_yaml, scenario_from_dict
 from dse.setup import setup_problems
 from hwcost import Hardware, candidate_cost, load_hardware, model_cost, preset, tensor_cost, weight_tensors
@@ -80,5 +82,5 @@ __all__ = [
     "Candidate", "DseError", "ExploreResult", "FrontPoint", "Hardware", "HardwareSpec", "Scenario", "ScenarioError",
     "candidate_cost", "explore", "get_model", "load_hardware", "load_scenario", "measure",
     "measure_source", "model_cost", "open_source", "parse_candidate", "preset", "quantize_package",
-    "scenario_from_dict", "tensor_cost", "validate", "verify_package", "weight_tensors",
+    "scenario_from_dict", "tensor_cost", "validate", "verify_package", "weight_tensors", "write_outputs",
 ]

@@ -1,8 +1,10 @@
 """Built-in shape catalog: the exact linear-layer shapes of open LLM families.
 
-Every number comes from shared/docs/model-shapes.md (section given per model); shapes are
-PyTorch ``nn.Linear.weight`` shapes ``(out_features, in_features)`` under their Hugging Face names.
-The traps that doc lists are handled by construction:
+Every number comes from the model's Hugging Face ``config.json`` (``ModelSpec.source`` links it):
+``hidden_size``, ``intermediate_size``, ``num_hidden_layers``, ``num_attention_heads``,
+``num_key_value_heads``, ``head_dim``, ``vocab_size``, ``tie_word_embeddings`` and the MoE/MLA
+fields. Shapes are PyTorch ``nn.Linear.weight`` shapes ``(out_features, in_features)`` under their
+Hugging Face names. Easy mistakes are avoided by construction:
 
 * q_proj width is ``heads * head_dim`` and o_proj is ``(hidden, heads * head_dim)``, with the
   config's head_dim (Gemma-3 256, Qwen3-4B 128), never ``hidden / heads`` by assumption;
@@ -22,9 +24,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from quant.errors import UnknownFormatError
-
-_DOC = "shared/docs/model-shapes.md"
-
 
 class UnknownModelError(UnknownFormatError):
     """A model id that is not in the catalog."""
@@ -76,7 +75,7 @@ class ModelSpec:
     advertised_params: int
     advertised_source: str
     source: str
-    """Where the shapes come from (section of shared/docs/model-shapes.md)."""
+    """Where the shapes come from (the Hugging Face config.json)."""
     experts_per_token: int | None = None
     """Routed experts active per token (MoE only)."""
 
@@ -87,7 +86,7 @@ class ModelSpec:
 
     @property
     def decoder_linear_params(self) -> int:
-        """Weights of the linear layers inside the decoder layers (model-shapes.md "decoder linears")."""
+        """Weights of the linear layers inside the decoder layers (q/k/v/o and the MLP of every layer)."""
         return sum(t.params for t in self.tensors if t.layer is not None)
 
     @property
@@ -112,7 +111,7 @@ class ModelSpec:
 
 @dataclass(frozen=True, slots=True)
 class _Decoder:
-    """Config fields of one decoder (model-shapes.md §20 names); MoE/MLA fields only where used."""
+    """The config.json fields of one decoder; MoE/MLA fields only where used."""
 
     hidden: int
     inter: int
@@ -164,7 +163,7 @@ def _decoder_tensors(d: _Decoder) -> tuple[LinearTensor, ...]:
         p = f"model.layers.{i}."
         out += _attention(d, p, i)
         if d.experts:
-            # Mixtral names: block_sparse_moe.gate (router), experts.{e}.w1/w3/w2 (model-shapes.md §17 [C4])
+            # Mixtral names: block_sparse_moe.gate (router), experts.{e}.w1/w3/w2 (transformers' MixtralSparseMoeBlock)
             moe = p + "block_sparse_moe."
             out.append(LinearTensor(moe + "gate.weight", "router", i, d.experts, d.hidden))
             out.append(LinearTensor(moe + "experts.*.w1.weight", "expert_gate", i, d.inter, d.hidden, d.experts))
@@ -183,7 +182,7 @@ def _decoder_other_params(d: _Decoder) -> int:
 
 
 def _deepseek_v3() -> tuple[tuple[LinearTensor, ...], int]:
-    """DeepSeek-V3 (model-shapes.md §18): MLA attention, 3 dense layers, 58 MoE layers, no MTP layer."""
+    """DeepSeek-V3 (its config.json and modeling_deepseek.py): MLA attention, 3 dense layers, 58 MoE layers, no MTP layer."""
     hidden, dense_inter, expert_inter, routed, layers, dense_layers = 7168, 18432, 2048, 256, 61, 3
     heads, q_lora, kv_lora, nope, rope, v_dim, vocab = 128, 1536, 512, 128, 64, 128, 129280
     out = list(_embeddings(vocab, hidden, tied=False))
@@ -212,78 +211,107 @@ def _deepseek_v3() -> tuple[tuple[LinearTensor, ...], int]:
     return tuple(out), other
 
 
-def _from_decoder(id_: str, family: str, repo: str, d: _Decoder, advertised: float, adv_source: str,
-                  section: str, experts_per_token: int | None = None) -> ModelSpec:
-    return ModelSpec(id_, family, repo, d.layers, _decoder_tensors(d), _decoder_other_params(d), d.tied,
-                     int(advertised), adv_source, f"{_DOC} {section}", experts_per_token)
+def _from_decoder(*, id_: str, family: str, repo: str, decoder: _Decoder, advertised: float,
+                  advertised_source: str, experts_per_token: int | None = None) -> ModelSpec:
+    return ModelSpec(id=id_, family=family, hf_repo=repo, layers=decoder.layers, tensors=_decoder_tensors(decoder),
+                     other_params=_decoder_other_params(decoder), tied_embeddings=decoder.tied,
+                     advertised_params=int(advertised), advertised_source=advertised_source,
+                     source=_config_url(repo), experts_per_token=experts_per_token)
+
+
+def _config_url(repo: str) -> str:
+    """The primary source of a model's shapes: its Hugging Face ``config.json``."""
+    return f"https://huggingface.co/{repo}/blob/main/config.json"
 
 
 def _build() -> dict[str, ModelSpec]:
     llama, qwen3, gemma3, smol = "llama", "qwen3", "gemma3", "smollm"
     models = [
-        _from_decoder("llama-3.1-8b", llama, "meta-llama/Llama-3.1-8B",
-                      _Decoder(4096, 14336, 32, 32, 8, 128, 128256, tied=False),
-                      8.03e9, "HF lists 8.03B", "§1"),
-        _from_decoder("llama-3.1-70b", llama, "meta-llama/Llama-3.1-70B",
-                      _Decoder(8192, 28672, 80, 64, 8, 128, 128256, tied=False),
-                      70.6e9, "HF lists 70.6B", "§2"),
-        _from_decoder("llama-3.1-405b", llama, "meta-llama/Llama-3.1-405B",
-                      _Decoder(16384, 53248, 126, 128, 8, 128, 128256, tied=False),
-                      405e9, "405B (model name)", "§19"),
-        _from_decoder("llama-3.2-1b", llama, "meta-llama/Llama-3.2-1B",
-                      _Decoder(2048, 8192, 16, 32, 8, 64, 128256, tied=True),
-                      1.23e9, "model card: 1.23B", "§3"),
-        _from_decoder("llama-3.2-3b", llama, "meta-llama/Llama-3.2-3B",
-                      _Decoder(3072, 8192, 28, 24, 8, 128, 128256, tied=True),
-                      3.21e9, "model card: 3.21B", "§4"),
-        _from_decoder("mistral-7b-v0.3", "mistral", "mistralai/Mistral-7B-v0.3",
-                      _Decoder(4096, 14336, 32, 32, 8, 128, 32768, tied=False),
-                      7.25e9, "7.25B", "§5"),
-        _from_decoder("qwen2.5-0.5b", "qwen2.5", "Qwen/Qwen2.5-0.5B",
-                      _Decoder(896, 4864, 24, 14, 2, 64, 151936, tied=True, qkv_bias=True),
-                      0.49e9, "0.49B", "§19"),
-        _from_decoder("qwen2.5-3b", "qwen2.5", "Qwen/Qwen2.5-3B",
-                      _Decoder(2048, 11008, 36, 16, 2, 128, 151936, tied=True, qkv_bias=True),
-                      3.09e9, "3.09B", "§19"),
-        _from_decoder("qwen2.5-7b", "qwen2.5", "Qwen/Qwen2.5-7B",
-                      _Decoder(3584, 18944, 28, 28, 4, 128, 152064, tied=False, qkv_bias=True),
-                      7.61e9, "model card: 7.61B", "§6"),
-        _from_decoder("qwen3-4b", qwen3, "Qwen/Qwen3-4B",
-                      _Decoder(2560, 9728, 36, 32, 8, 128, 151936, tied=True, qk_norm="per_head"),
-                      4.0e9, "model card: 4.0B", "§8"),
-        _from_decoder("qwen3-8b", qwen3, "Qwen/Qwen3-8B",
-                      _Decoder(4096, 12288, 36, 32, 8, 128, 151936, tied=False, qk_norm="per_head"),
-                      8.2e9, "model card: 8.2B", "§7"),
-        _from_decoder("gemma-3-1b", gemma3, "google/gemma-3-1b-pt",
-                      _Decoder(1152, 6912, 26, 4, 1, 256, 262144, tied=True, qk_norm="per_head", norms_per_layer=4),
-                      1.0e9, "Gemma 3 report: 698M + 302M embedding", "§10"),
-        _from_decoder("smollm2-135m", smol, "HuggingFaceTB/SmolLM2-135M",
-                      _Decoder(576, 1536, 30, 9, 3, 64, 49152, tied=True),
-                      135e6, "135M (model name)", "§12"),
-        _from_decoder("smollm2-360m", smol, "HuggingFaceTB/SmolLM2-360M",
-                      _Decoder(960, 2560, 32, 15, 5, 64, 49152, tied=True),
-                      360e6, "360M (model name)", "§19"),
-        _from_decoder("smollm2-1.7b", smol, "HuggingFaceTB/SmolLM2-1.7B",
-                      _Decoder(2048, 8192, 24, 32, 32, 64, 49152, tied=True),
-                      1.7e9, "1.7B (model name)", "§13"),
+        _from_decoder(id_="llama-3.1-8b", family=llama, repo="meta-llama/Llama-3.1-8B",
+                      decoder=_Decoder(hidden=4096, inter=14336, layers=32, heads=32, kv_heads=8, head_dim=128,
+                                       vocab=128256, tied=False),
+                      advertised=8.03e9, advertised_source="HF lists 8.03B"),
+        _from_decoder(id_="llama-3.1-70b", family=llama, repo="meta-llama/Llama-3.1-70B",
+                      decoder=_Decoder(hidden=8192, inter=28672, layers=80, heads=64, kv_heads=8, head_dim=128,
+                                       vocab=128256, tied=False),
+                      advertised=70.6e9, advertised_source="HF lists 70.6B"),
+        _from_decoder(id_="llama-3.1-405b", family=llama, repo="meta-llama/Llama-3.1-405B",
+                      decoder=_Decoder(hidden=16384, inter=53248, layers=126, heads=128, kv_heads=8, head_dim=128,
+                                       vocab=128256, tied=False),
+                      advertised=405e9, advertised_source="405B (model name)"),
+        _from_decoder(id_="llama-3.2-1b", family=llama, repo="meta-llama/Llama-3.2-1B",
+                      decoder=_Decoder(hidden=2048, inter=8192, layers=16, heads=32, kv_heads=8, head_dim=64,
+                                       vocab=128256, tied=True),
+                      advertised=1.23e9, advertised_source="model card: 1.23B"),
+        _from_decoder(id_="llama-3.2-3b", family=llama, repo="meta-llama/Llama-3.2-3B",
+                      decoder=_Decoder(hidden=3072, inter=8192, layers=28, heads=24, kv_heads=8, head_dim=128,
+                                       vocab=128256, tied=True),
+                      advertised=3.21e9, advertised_source="model card: 3.21B"),
+        _from_decoder(id_="mistral-7b-v0.3", family="mistral", repo="mistralai/Mistral-7B-v0.3",
+                      decoder=_Decoder(hidden=4096, inter=14336, layers=32, heads=32, kv_heads=8, head_dim=128,
+                                       vocab=32768, tied=False),
+                      advertised=7.25e9, advertised_source="7.25B"),
+        _from_decoder(id_="qwen2.5-0.5b", family="qwen2.5", repo="Qwen/Qwen2.5-0.5B",
+                      decoder=_Decoder(hidden=896, inter=4864, layers=24, heads=14, kv_heads=2, head_dim=64,
+                                       vocab=151936, tied=True, qkv_bias=True),
+                      advertised=0.49e9, advertised_source="0.49B"),
+        _from_decoder(id_="qwen2.5-3b", family="qwen2.5", repo="Qwen/Qwen2.5-3B",
+                      decoder=_Decoder(hidden=2048, inter=11008, layers=36, heads=16, kv_heads=2, head_dim=128,
+                                       vocab=151936, tied=True, qkv_bias=True),
+                      advertised=3.09e9, advertised_source="3.09B"),
+        _from_decoder(id_="qwen2.5-7b", family="qwen2.5", repo="Qwen/Qwen2.5-7B",
+                      decoder=_Decoder(hidden=3584, inter=18944, layers=28, heads=28, kv_heads=4, head_dim=128,
+                                       vocab=152064, tied=False, qkv_bias=True),
+                      advertised=7.61e9, advertised_source="model card: 7.61B"),
+        _from_decoder(id_="qwen3-4b", family=qwen3, repo="Qwen/Qwen3-4B",
+                      decoder=_Decoder(hidden=2560, inter=9728, layers=36, heads=32, kv_heads=8, head_dim=128,
+                                       vocab=151936, tied=True, qk_norm="per_head"),
+                      advertised=4.0e9, advertised_source="model card: 4.0B"),
+        _from_decoder(id_="qwen3-8b", family=qwen3, repo="Qwen/Qwen3-8B",
+                      decoder=_Decoder(hidden=4096, inter=12288, layers=36, heads=32, kv_heads=8, head_dim=128,
+                                       vocab=151936, tied=False, qk_norm="per_head"),
+                      advertised=8.2e9, advertised_source="model card: 8.2B"),
+        _from_decoder(id_="gemma-3-1b", family=gemma3, repo="google/gemma-3-1b-pt",
+                      decoder=_Decoder(hidden=1152, inter=6912, layers=26, heads=4, kv_heads=1, head_dim=256,
+                                       vocab=262144, tied=True, qk_norm="per_head", norms_per_layer=4),
+                      advertised=1.0e9, advertised_source="Gemma 3 report: 698M + 302M embedding"),
+        _from_decoder(id_="smollm2-135m", family=smol, repo="HuggingFaceTB/SmolLM2-135M",
+                      decoder=_Decoder(hidden=576, inter=1536, layers=30, heads=9, kv_heads=3, head_dim=64,
+                                       vocab=49152, tied=True),
+                      advertised=135e6, advertised_source="135M (model name)"),
+        _from_decoder(id_="smollm2-360m", family=smol, repo="HuggingFaceTB/SmolLM2-360M",
+                      decoder=_Decoder(hidden=960, inter=2560, layers=32, heads=15, kv_heads=5, head_dim=64,
+                                       vocab=49152, tied=True),
+                      advertised=360e6, advertised_source="360M (model name)"),
+        _from_decoder(id_="smollm2-1.7b", family=smol, repo="HuggingFaceTB/SmolLM2-1.7B",
+                      decoder=_Decoder(hidden=2048, inter=8192, layers=24, heads=32, kv_heads=32, head_dim=64,
+                                       vocab=49152, tied=True),
+                      advertised=1.7e9, advertised_source="1.7B (model name)"),
         # "3B" in the name; 3.08B is the HF SmolLM3 blog's count [secondary: https://www.aibase.com/news/19552]
-        _from_decoder("smollm3-3b", smol, "HuggingFaceTB/SmolLM3-3B",
-                      _Decoder(2048, 11008, 36, 16, 4, 128, 128256, tied=True),
-                      3.08e9, "SmolLM3 blog: 3.08B", "§14"),
-        _from_decoder("phi-3-mini-4k", "phi3", "microsoft/Phi-3-mini-4k-instruct",
-                      _Decoder(3072, 8192, 32, 32, 32, 96, 32064, tied=False, fused=True),
-                      3.8e9, "model card: 3.8B", "§15"),
-        # "7B" in the name; 7.3B is the HF hub's parameter count [unverified: not in shared/docs]
-        _from_decoder("olmo-2-7b", "olmo2", "allenai/OLMo-2-1124-7B",
-                      _Decoder(4096, 11008, 32, 32, 32, 128, 100352, tied=False, qk_norm="full_width"),
-                      7.3e9, "HF hub: 7.3B [unverified]", "§16"),
-        _from_decoder("mixtral-8x7b", "mixtral", "mistralai/Mixtral-8x7B-v0.1",
-                      _Decoder(4096, 14336, 32, 32, 8, 128, 32000, tied=False, experts=8),
-                      46.7e9, "Mistral AI: 46.7B total, 12.9B active", "§17", experts_per_token=2),
+        _from_decoder(id_="smollm3-3b", family=smol, repo="HuggingFaceTB/SmolLM3-3B",
+                      decoder=_Decoder(hidden=2048, inter=11008, layers=36, heads=16, kv_heads=4, head_dim=128,
+                                       vocab=128256, tied=True),
+                      advertised=3.08e9, advertised_source="SmolLM3 blog: 3.08B"),
+        _from_decoder(id_="phi-3-mini-4k", family="phi3", repo="microsoft/Phi-3-mini-4k-instruct",
+                      decoder=_Decoder(hidden=3072, inter=8192, layers=32, heads=32, kv_heads=32, head_dim=96,
+                                       vocab=32064, tied=False, fused=True),
+                      advertised=3.8e9, advertised_source="model card: 3.8B"),
+        # "7B" in the name; 7.3B is the HF hub's parameter count [unverified]
+        _from_decoder(id_="olmo-2-7b", family="olmo2", repo="allenai/OLMo-2-1124-7B",
+                      decoder=_Decoder(hidden=4096, inter=11008, layers=32, heads=32, kv_heads=32, head_dim=128,
+                                       vocab=100352, tied=False, qk_norm="full_width"),
+                      advertised=7.3e9, advertised_source="HF hub: 7.3B [unverified]"),
+        _from_decoder(id_="mixtral-8x7b", family="mixtral", repo="mistralai/Mixtral-8x7B-v0.1",
+                      decoder=_Decoder(hidden=4096, inter=14336, layers=32, heads=32, kv_heads=8, head_dim=128,
+                                       vocab=32000, tied=False, experts=8),
+                      advertised=46.7e9, advertised_source="Mistral AI: 46.7B total, 12.9B active",
+                      experts_per_token=2),
     ]
     tensors, other = _deepseek_v3()
-    models.append(ModelSpec("deepseek-v3", "deepseek-v3", "deepseek-ai/DeepSeek-V3", 61, tensors, other,
-                            False, int(671e9), "README: 671B total, 37B active", f"{_DOC} §18",
+    repo = "deepseek-ai/DeepSeek-V3"
+    models.append(ModelSpec(id="deepseek-v3", family="deepseek-v3", hf_repo=repo, layers=61, tensors=tensors,
+                            other_params=other, tied_embeddings=False, advertised_params=int(671e9),
+                            advertised_source="README: 671B total, 37B active", source=_config_url(repo),
                             experts_per_token=8))
     return {m.id: m for m in models}
 
