@@ -1,6 +1,6 @@
 """Optimizer speed on a Llama-3-8B-sized allocation problem: 224 tensors x 30 candidates.
 
-Run: python benchmarks/bench_ilp.py. Instance as in allocation-and-ux.md §2.3 (Llama-3-8B
+Run: python benchmarks/bench_ilp.py. Instance: Llama-3-8B
 projection shapes, error ~ numel * 2**(-2 bpw) * per-layer sensitivity). Prints a table.
 """
 

@@ -7,7 +7,8 @@
          sum_{k uses u} x[i,k] <= y[u] for all i  uses_<unit>_<item> (only with an area cap)
          sum_u A[u] y[u] <= A_max                area_budget        (optional)
 
-(allocation-and-ux.md §2.5). CBC from the PuLP 3.x bundle by default, HiGHS when ``highspy`` is
+(the multiple-choice knapsack of Kellerer, Pferschy & Pisinger, "Knapsack Problems", Springer 2004,
+ch. 11, with a fixed charge per hardware unit). CBC from the PuLP 3.x bundle by default, HiGHS when ``highspy`` is
 installed. Every solve's status is checked, its assignment re-verified against the budgets in
 numpy, and its error compared with the Lagrangian hull bound (PuLP issue #492: an "Optimal"
 that is not).

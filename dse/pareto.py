@@ -3,7 +3,8 @@
 Lagrangian front: for a multiplier lambda each item independently picks
 argmin_k error[l,k] + lambda * bits[l,k]. Sweeping lambda visits the vertices of the lower
 convex hull of the (bits, error) front, and computing them takes milliseconds: each item's own
-hull is walked in order of its marginal error saving per bit (allocation-and-ux.md §2.4). A hull
+hull is walked in order of its marginal error saving per bit (Sinha & Zoltners, "The multiple-choice
+knapsack problem", Operations Research 27(3), 1979: the LP relaxation of the MCKP). A hull
 vertex is optimal at its own budget, and the hull evaluated at a budget B is a lower bound on the
 integer optimum there: a check on any solver "Optimal".
 """

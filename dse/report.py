@@ -172,22 +172,33 @@ def _json_default(v: Any) -> Any:
     raise TypeError(type(v))
 
 
+def front_rows(result: ExploreResult) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """The cells :func:`print_front` prints: the front's ILP points, and the uniform baselines."""
+    rows = []
+    for p in result.front:
+        if not p.source.startswith("ilp"):
+            continue  # hull vertices between budgets are in pareto.csv and the plot
+        formats = Counter(p.assignment.values()).most_common(3)
+        rows.append(_cells(p, p.source, ", ".join(f"{n} x{k}" for n, k in formats)))
+    return rows, [_cells(p, "uniform", next(iter(p.assignment.values()))) for p in result.baselines]
+
+
+def _cells(p: FrontPoint, point: str, formats: str) -> tuple[str, ...]:
+    return (f"{p.bpw:.4f}", fmt_sci(p.error), f"{p.energy_j_per_token * 1e3:.4g}", f"{p.tokens_per_s:,.0f}",
+            f"{p.decode_area_mm2:.4f}", point, formats)
+
+
 def print_front(console: Console, result: ExploreResult) -> None:
     """The front beside the uniform baselines."""
     t = table(f"Pareto front: {result.scenario.path.name} ({_metric_label(result.scenario.metric)})",
               ["bpw [bit]", "error", "energy [mJ/token]", "tokens/s (bound)", "decode area [mm2]", "point", "formats used"],
               left=0)
-    for p in result.front:
-        if not p.source.startswith("ilp"):
-            continue  # hull vertices between budgets are in pareto.csv and the plot
-        formats = Counter(p.assignment.values()).most_common(3)
-        t.add_row(f"{p.bpw:.4f}", fmt_sci(p.error), f"{p.energy_j_per_token * 1e3:.4g}", f"{p.tokens_per_s:,.0f}",
-                  f"{p.decode_area_mm2:.4f}", p.source, ", ".join(f"{n} x{k}" for n, k in formats))
+    front, uniform = front_rows(result)
+    for row in front:
+        t.add_row(*row)
     t.add_section()
-    for p in result.baselines:
-        name = next(iter(p.assignment.values()))
-        t.add_row(f"{p.bpw:.4f}", fmt_sci(p.error), f"{p.energy_j_per_token * 1e3:.4g}", f"{p.tokens_per_s:,.0f}",
-                  f"{p.decode_area_mm2:.4f}", "uniform", name)
+    for row in uniform:
+        t.add_row(*row)
     console.print(t)
 
 

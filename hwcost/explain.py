@@ -71,7 +71,7 @@ def _scaling_rows(uses: Iterable[str], hw: Hardware) -> list[ExplainRow]:
             rows["bitcell"] = ExplainRow(f"SRAM bitcell at {tech.node_nm:g} nm", sram_bitcell_um2(tech), "um2",
                                          bitcell_src)
             rows["sram area"] = ExplainRow("SRAM area factor 22 nm CACTI -> target", sram_area_factor(tech), "x",
-                                           "bitcell at target / bitcell implied by CACTI 22 nm (hwcost.md §1d)")
+                                           "bitcell at target / bitcell implied by CACTI 22 nm (docs/hwcost.md §1d)")
     return list(rows.values())
 
 

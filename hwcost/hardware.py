@@ -65,20 +65,20 @@ class Hardware:
 
 
 DEFAULT_SOURCES: Mapping[str, str] = {
-    "node_nm": "default: 7 nm, the smallest node of the Stillmaker & Baas tables (hwcost.md §1g)",
-    "vdd_v": "default: 0.8 V, the equal-Vdd column of hwcost.md §1g (hwcomponents' default Vdd)",
+    "node_nm": "default: 7 nm, the smallest node of the Stillmaker & Baas tables (docs/hwcost.md §1g)",
+    "vdd_v": "default: 0.8 V, the equal-Vdd column of docs/hwcost.md §1g (hwcomponents' default Vdd)",
     "lanes": "default: a 16 x 16 outer-product MAC array [assumption]",
-    "lanes_per_lut_port": "default: one LUT read port per lane, the most area (hwcost.md §2f item 3)",
-    "batch": "default: batch 1, the memory-bound decode of hwcost.md §2f",
-    "buffer_kib": "default: the 64 KB weight buffer of hwcost.md §2f item 2",
-    "lut_output_bits": "default: HIF8, 8-bit LUT words (formats.md §1.12 [inference])",
-    "lut_output_exponent_bits": "default: the HIF encoding is unknown (formats.md §1.12), so the LUT word is "
+    "lanes_per_lut_port": "default: one LUT read port per lane, the most area (docs/hwcost.md §2f item 3)",
+    "batch": "default: batch 1, the memory-bound decode of docs/hwcost.md §2f",
+    "buffer_kib": "default: the 64 KB weight buffer of docs/hwcost.md §2f item 2",
+    "lut_output_bits": "default: HIF8, 8-bit LUT words (docs/formats.md §1.12 [inference])",
+    "lut_output_exponent_bits": "default: the HIF encoding is unknown (docs/formats.md §1.12), so the LUT word is "
                                 "taken as fixed point, every bit in the multiplier [assumption]",
     "activation_significand_bits": "default: BF16 activations, 8-bit significand incl. the hidden bit "
-                                   "(hwcost.md §2f worked check: 4b x 8b significand)",
+                                   "(docs/hwcost.md §2f worked check: 4b x 8b significand)",
     "activation_exponent_bits": "default: BF16 activations, 8-bit exponent",
-    "accumulator_bits": "default: the 24-bit accumulate of hwcost.md §2f worked check",
-    "lut_min_sram_bits": "default: 256 B, the smallest organisation CACTI 7 finds (hwcost.md §1b)",
+    "accumulator_bits": "default: the 24-bit accumulate of docs/hwcost.md §2f worked check",
+    "lut_min_sram_bits": "default: 256 B, the smallest organisation CACTI 7 finds (docs/hwcost.md §1b)",
 }
 """Why each datapath/technology default is what it is."""
 

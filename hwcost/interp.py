@@ -28,4 +28,4 @@ def loglog(points: Sequence[tuple[float, float]], x: float) -> float:
         return points[used[0]][1]
     (x0, y0), (x1, y1) = points[used[0]], points[used[1]]
     t = math.log(x / x0) / math.log(x1 / x0)
-    return y0 * (y1 / y0) ** t
+    return float(y0 * (y1 / y0) ** t)

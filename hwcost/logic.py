@@ -1,7 +1,7 @@
 """Arithmetic units from the Horowitz 45 nm table, sized by operand width, scaled to the target node.
 
 Adders are interpolated log-log in width between the 8/16/32-bit rows; integer multipliers
-log-log in the partial-product count a*b between the 8x8 and 32x32 rows (hwcost.md §1a: energy
+log-log in the partial-product count a*b between the 8x8 and 32x32 rows (docs/hwcost.md §1a: energy
 ~ n^2.0, area ~ n^1.8). Outside the table the nearest segment's slope is extended [inference].
 """
 
@@ -45,7 +45,7 @@ def fp32_multiplier(tech: Technology) -> Part:
 def bit_slices(n: int, tech: Technology) -> Part:
     """``n`` one-bit logic slices (a 2:1 mux or a zero-detect bit each).
 
-    No mux cell is tabulated in hwcost.md; one bit of Aladdin's 32-bit comparator stands in for
+    No mux cell is tabulated in docs/hwcost.md; one bit of Aladdin's 32-bit comparator stands in for
     it [inference: a comparator bit is an XOR plus a share of a reduction tree, about a mux].
     """
     if n == 0:

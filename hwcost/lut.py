@@ -1,7 +1,7 @@
 """The decode LUT: codebook entries x LUT output width, as a flop array or an SRAM macro, with read ports.
 
 A flop/register array stores every bit once and gives each read port its own entries:1 mux; its
-read energy is the register-file estimate of hwcost.md §1c, a power law in the entry count
+read energy is the register-file estimate of docs/hwcost.md §1c, a power law in the entry count
 through the 32- and 64-entry points. An SRAM macro (CACTI fit, :mod:`hwcost.sram`) is padded to
 the smallest macro allowed and copied once per read port, as no multi-port SRAM is tabulated
 [inference]. The cheaper of the two in area is used: tiny LUTs end up as flops and larger ones as

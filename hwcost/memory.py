@@ -1,7 +1,7 @@
 """Off-chip weight memory: presets, and the weight traffic of memory-bound decode.
 
 In memory-bound decode every weight is fetched once per decode step and shared by the ``batch``
-tokens of that step, so (hwcost.md §2f item 1)::
+tokens of that step, so (docs/hwcost.md §2f item 1)::
 
     bytes/token  = sum(numel * bpw) / 8 / batch
     tokens/s    <= bandwidth / (bytes/token)        (an upper bound: KV cache and compute ignored)
@@ -33,32 +33,33 @@ _OCONNOR = "HBM2 3.97 pJ/bit, O'Connor et al., 'Fine-Grained DRAM', MICRO 2017, 
 MEMORY_PRESETS: Mapping[str, OffChipMemory] = MappingProxyType({m.name: m for m in (
     OffChipMemory(
         "HBM3", 3350.0, 3.97,
-        "H100 SXM (5 HBM3 stacks) 3.35 TB/s [secondary: third-party notes, hwcost.md §1e]",
-        f"no HBM3 vendor figure; simulators keep the {_OCONNOR} [secondary, hwcost.md §1e]",
+        "H100 SXM (5 HBM3 stacks) 3.35 TB/s [secondary: third-party notes, docs/hwcost.md §1e]",
+        f"no HBM3 vendor figure; simulators keep the {_OCONNOR} [secondary, docs/hwcost.md §1e]",
     ),
     OffChipMemory(
         "HBM3E", 4800.0, 3.44,
-        "H200 (HBM3E) ~4.8 TB/s [secondary: third-party notes, hwcost.md §1e]",
+        "H200 (HBM3E) ~4.8 TB/s [secondary: third-party notes, docs/hwcost.md §1e]",
         "~20% below HBM2E's 4.3 pJ/bit: 0.8 x 4.3, SK hynix IEDM 2023 as cited secondhand "
-        "[secondary + inference, hwcost.md §1e]",
+        "[secondary + inference, docs/hwcost.md §1e]",
     ),
     OffChipMemory(
         "LPDDR5X", 68.264, 8.0,
-        "64-bit bus at 8533 MT/s = 68.264 GB/s (hardwaretimes.com, tomshardware.com JEDEC LPDDR5X; hwcost.md §1e)",
+        "64-bit bus at 8533 MT/s = 68.264 GB/s (hardwaretimes.com, tomshardware.com JEDEC LPDDR5X; "
+        "docs/hwcost.md §1e)",
         "no LPDDR5X figure found; LPDDR4 8 pJ/bit (hwcomponents-cacti 'Public data') taken as an upper bound "
-        "[inference, hwcost.md §1e]",
+        "[inference, docs/hwcost.md §1e]",
     ),
     OffChipMemory(
         "GDDR6", 768.0, 7.5,
         "16 Gb/s/pin (kylolab.com Micron table) on a 384-bit bus, the bus width of the GDDR7 anchor "
-        "[inference, hwcost.md §1e]",
+        "[inference, docs/hwcost.md §1e]",
         "Micron comparison table, 'average device power', http://www.kylolab.com/ultra-bandwidth-solutions.html",
     ),
     OffChipMemory(
         "GDDR7", 1536.0, 6.0,
-        "32 Gb/s/pin (PAM3) on a 384-bit bus, '1.5 TB/s' (aroged.com, blocksandfiles.com; hwcost.md §1e)",
+        "32 Gb/s/pin (PAM3) on a 384-bit bus, '1.5 TB/s' (aroged.com, blocksandfiles.com; docs/hwcost.md §1e)",
         "no GDDR7 figure found; GDDR6 7.5 pJ/bit x 0.8 from Samsung's '20% more energy-efficient' claim "
-        "[inference, hwcost.md §1e]",
+        "[inference, docs/hwcost.md §1e]",
     ),
 )})
 """Built-in memories by name (upper case)."""

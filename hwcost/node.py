@@ -18,7 +18,7 @@ from hwcost.interp import loglog
 
 STILLMAKER_SOURCE = (
     "Stillmaker & Baas, Integration 58 (2017) 74-81, DOI 10.1016/j.vlsi.2017.02.002, as tabulated in "
-    "Accelergy-Project/hwcomponents:hwcomponents/scaling/techscaling.py (hwcost.md §1g)"
+    "Accelergy-Project/hwcomponents:hwcomponents/scaling/techscaling.py (docs/hwcost.md §1g)"
 )
 BELOW_7NM_SOURCE = "below 7 nm: energy ~ sqrt(node), area ~ node, IRDS 2016/2017 as in hwcomponents [inference]"
 
@@ -110,7 +110,7 @@ def sram_bitcell_um2(tech: Technology) -> float:
     Between 2 nm and 7 nm: the foundry bitcell table, log-log in the node. From 7 nm to 22 nm:
     interpolated towards the bitcell implied by the CACTI 22 nm runs. Above 22 nm no bitcell is
     tabulated, so the 22 nm value follows logic area scaling [inference]. Below 2 nm: the 2 nm cell
-    (SRAM stopped shrinking after N5, hwcost.md §1d).
+    (SRAM stopped shrinking after N5, docs/hwcost.md §1d).
     """
     if tech.sram_bitcell_um2 is not None:
         return tech.sram_bitcell_um2

@@ -1,10 +1,10 @@
 """SRAM macros (the weight buffer and large LUTs): read energy and area fitted to the CACTI table.
 
 Read energy per access at a 64-bit port is interpolated log-log in capacity between the CACTI
-22 nm points (256 B .. 1 MB); beyond 1 MB it grows as sqrt(capacity) (hwcost.md §2f item 3).
+22 nm points (256 B .. 1 MB); beyond 1 MB it grows as sqrt(capacity) (docs/hwcost.md §2f item 3).
 Narrower ports use the ratio E(width)/E(64 bit) CACTI gives at 256 B and 1 KB, held at the 1 KB
 ratio for larger macros [inference]. Area is the CACTI macro area (periphery included), scaled
-by the SRAM bitcell ratio rather than by logic scaling (hwcost.md §1d). No CACTI organisation
+by the SRAM bitcell ratio rather than by logic scaling (docs/hwcost.md §1d). No CACTI organisation
 exists below 256 B, so a smaller macro costs as much as a 256 B one.
 """
 
@@ -18,7 +18,7 @@ from hwcost.node import Technology, at_node
 from hwcost.part import Part
 
 SMALLEST_MACRO_BITS = 8 * CACTI_SRAM_64B[0][0]
-"""256 B: CACTI 7 finds no array organisation below it (hwcost.md §1b)."""
+"""256 B: CACTI 7 finds no array organisation below it (docs/hwcost.md §1b)."""
 _LARGEST_BITS = 8 * CACTI_SRAM_64B[-1][0]
 _CAPACITIES_BITS = [8 * cap for cap, _, _ in CACTI_SRAM_64B]
 _NARROW_CAPACITIES_BITS = sorted({8 * cap for cap, _, _ in CACTI_SRAM_NARROW})

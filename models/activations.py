@@ -22,6 +22,7 @@ checkpoint), with q/k/v (and gate/up) sharing one input.
 
 from __future__ import annotations
 
+import functools
 import struct
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -182,11 +183,15 @@ def read_vectors(path: Path) -> ActivationStats:
     return ActivationStats(str(path), vectors)
 
 
+@functools.cache  # a forward pass over the calibration text: computed once per process
 def minilm_activations() -> ActivationStats:
     """Mean squared input activations of every MiniLM linear layer on the built-in calibration text."""
     from models.minilm import CALIBRATION_TEXT, encode
 
-    return ActivationStats("minilm (computed on the built-in calibration text)", encode(CALIBRATION_TEXT).mean_sq)
+    vectors = encode(CALIBRATION_TEXT).mean_sq
+    for vector in vectors.values():
+        vector.setflags(write=False)  # shared by every caller in the process
+    return ActivationStats("minilm (computed on the built-in calibration text)", vectors)
 
 
 def load_activations(spec: str) -> ActivationStats:

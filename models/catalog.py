@@ -182,7 +182,8 @@ def _decoder_other_params(d: _Decoder) -> int:
 
 
 def _deepseek_v3() -> tuple[tuple[LinearTensor, ...], int]:
-    """DeepSeek-V3 (its config.json and modeling_deepseek.py): MLA attention, 3 dense layers, 58 MoE layers, no MTP layer."""
+    """DeepSeek-V3 (its config.json and modeling_deepseek.py): MLA attention, 3 dense layers,
+    58 MoE layers, no MTP layer."""
     hidden, dense_inter, expert_inter, routed, layers, dense_layers = 7168, 18432, 2048, 256, 61, 3
     heads, q_lora, kv_lora, nope, rope, v_dim, vocab = 128, 1536, 512, 128, 64, 128, 129280
     out = list(_embeddings(vocab, hidden, tied=False))

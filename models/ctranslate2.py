@@ -1,9 +1,10 @@
 """CTranslate2 ``model.bin`` files (binary version 6), possibly split into consecutive parts.
 
-Layout (shared/docs/weights.md, "Load recipes"): u32 version, string spec name, u32 revision,
-u32 variable count, then per variable: string name, u8 rank, u32 dims[rank], u8 dtype, u32 byte
-count, data. Strings are u16 length + bytes. The parts are memory-mapped and read as one
-concatenated file; only the tensor being loaded is copied into memory.
+Layout (docs/weights.md, "File layouts"; written by CTranslate2's ``specs/model_spec.py``):
+u32 version, string spec name, u32 revision, u32 variable count, then per variable: string name,
+u8 rank, u32 dims[rank], u8 dtype, u32 byte count, data. Strings are u16 length + bytes. The
+parts are memory-mapped and read as one concatenated file; only the tensor being loaded is copied
+into memory.
 """
 
 from __future__ import annotations

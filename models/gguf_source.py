@@ -4,7 +4,7 @@ GGUF lists dimensions innermost first (``[in, out]``); the numpy arrays the read
 already ``(out, in)``. A 3-D tensor of stacked MoE experts (``blk.N.ffn_gate_exps.weight``,
 numpy ``(n_expert, out, in)``) is listed once per expert as ``name[e]``. A tensor whose stored
 type is not a float type (Q4_1, Q8_0, ...) is flagged ``prequantized``: errors measured on it are
-biased, since the weights already sit on a quantization grid (shared/docs/weights.md, obs. 5).
+biased, since the weights already sit on a quantization grid (docs/weights.md, statistic 4).
 """
 
 from __future__ import annotations

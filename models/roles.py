@@ -10,8 +10,9 @@ A role says what a matrix does in the network, whatever the checkpoint calls it:
     ...experts.3.w1 / experts.3.gate_proj   blk.3.ffn_gate_exps[3]                         expert_gate
 
 GGUF names follow llama.cpp's ``gguf-py/gguf/constants.py`` (``MODEL_TENSOR`` names); HF names follow
-the checkpoints in shared/docs/model-shapes.md. Shared experts (DeepSeek-V3) are dense FFNs that
-run for every token, so they take the plain ``gate``/``up``/``down`` roles.
+the checkpoints' ``model.safetensors.index.json`` on the Hugging Face hub. Shared experts
+(DeepSeek-V3) are dense FFNs that run for every token, so they take the plain ``gate``/``up``/``down``
+roles.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ _LEAF_ROLES = {
     "gate_proj": "gate", "up_proj": "up", "down_proj": "down", "gate_up_proj": "gate_up",
     "embed_tokens": "embed", "lm_head": "lm_head",
     "q_a_proj": "q_a", "q_b_proj": "q_b", "kv_a_proj_with_mqa": "kv_a", "kv_b_proj": "kv_b",
-    # Mixtral experts: w1 = gate, w3 = up, w2 = down (model-shapes.md §17 [C4])
+    # Mixtral experts: w1 = gate, w3 = up, w2 = down (transformers' MixtralSparseMoeBlock)
     "w1": "gate", "w3": "up", "w2": "down",
     # GGUF
     "token_embd": "embed", "output": "lm_head", "attn_q": "q", "attn_k": "k", "attn_v": "v",

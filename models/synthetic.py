@@ -3,10 +3,10 @@
 Kinds (all unit-variance before scaling; σ = 1/sqrt(in_features), a Kaiming-like magnitude):
 
 * ``gaussian``  N(0, 1);
-* ``laplace``   Laplace with scale 1/sqrt(2) (formats.md §4.1);
+* ``laplace``   Laplace with scale 1/sqrt(2) (unit variance: Laplace(b) has variance 2b²);
 * ``student-t`` Student's t with ν = 5 degrees of freedom, scaled by sqrt((ν-2)/ν);
 * ``llm-like``  a model of trained weights, calibrated to the real statistics in
-  shared/docs/weights.md (MiniLM-L6 F32, the only float checkpoint available offline):
+  docs/weights.md (MiniLM-L6 F32, the only float checkpoint available offline):
 
       w[r, c] = σ · a[r] · b[c] · h(z[r, c])      plus rare planted outliers
 
@@ -14,14 +14,14 @@ Kinds (all unit-variance before scaling; σ = 1/sqrt(in_features), a Kaiming-lik
     log2 a ~ N(0, row_spread²), log2 b ~ N(0, col_spread²), normalised to mean square 1. They
     produce the block-scale spread of real weights (std of log2 block absmax 0.37–0.75 on
     MiniLM against 0.34 for Gaussian data) while the crest factor *inside* a block of 16 stays
-    near Gaussian (2.11–2.24), as weights.md observation 3 reports.
+    near Gaussian (2.11–2.24), as docs/weights.md statistic 3 reports.
   - ``h`` is Tukey's h transform z·exp(h z²/2) of a standard normal (rescaled to unit
     variance): a smooth heavier tail whose excess kurtosis is 3(1-2h)³/(1-4h)^2.5 - 3.
   - Outliers: a Poisson number of elements (``outlier_rate`` per element) replaced by
     ±m·σ with m log-uniform in [outlier_min, outlier_max]: MiniLM's down projections hold
-    elements at 23–175σ (weights.md observation 1).
+    elements at 23–175σ (docs/weights.md statistic 1).
   - Parameters depend on the role (:data:`PROFILES`): o and down projections get the heavier
-    tails and the outliers (observation 2), v the wider input-channel spread, embeddings the
+    tails and the outliers (statistic 2), v the wider input-channel spread, embeddings the
     wide row spread. Values were fitted by matching, per role, the median over MiniLM's six
     layers of excess kurtosis, block-16 crest factor, std of log2 block absmax and the row /
     column RMS spreads; ``tests/models/test_synthetic.py`` checks the match and its tolerances.
@@ -85,7 +85,7 @@ PROFILES = {
                     Profile(0.28, 0.23, 0.04, outlier_rate=7e-6, outlier_min=16.0, outlier_max=128.0)),
     **dict.fromkeys(("embed", "lm_head"), Profile(0.38, 0.04, 0.0)),
 }
-"""llm-like parameters per role, fitted to MiniLM-L6 (weights.md; module docstring)."""
+"""llm-like parameters per role, fitted to MiniLM-L6 (docs/weights.md; module docstring)."""
 
 
 class SyntheticTensor(NamedTuple):

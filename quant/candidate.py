@@ -38,7 +38,7 @@ from quant.errors import CandidateError, UnknownFormatError
 from quant.formats import AtomFormat, AtomKind, get_atom
 from quant.scales import ScaleFormat, get_scale
 
-DEFAULT_BLOCK = 16  # SOP's default block size g = 16 (shared/docs/formats.md §2.3 [secondary])
+DEFAULT_BLOCK = 16  # SOP's default block size g = 16 (docs/formats.md §2.3 [secondary])
 SPARSE_VALUE_BITS = 16  # an outlier/residual value is stored as BF16
 SPARSE_INDEX_BITS = 16  # and its position as a 16-bit index (SpQR main.py: 32 bits per outlier)
 

@@ -7,7 +7,7 @@ float32 tensor; the BOF4 paper prints float32 values), so they are pinned to flo
 from __future__ import annotations
 
 # NF4, code order 0..15. bitsandbytes `bitsandbytes/functional.py` (create_normal_map,
-# offset 0.9677083, use_extra_value=True); QLoRA, arXiv 2305.14314. shared/docs/formats.md §1.5.
+# offset 0.9677083, use_extra_value=True); QLoRA, arXiv 2305.14314, Appendix E.
 NF4 = (
     -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
     -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
@@ -105,11 +105,11 @@ def bof4_source(table: str) -> str:
 
 
 # Split87 (Grid Games, arXiv 2605.12327): "an explicit-zero asymmetric grid"; its values are not
-# published where we could read them (formats.md §1.8). Reconstruction: 7 negative levels, 0 and
+# published where we could read them (docs/formats.md §1.8). Reconstruction: 7 negative levels, 0 and
 # 8 positive levels ending at +1, fitted like BOF4-S for block 16, i.e. the derived BOF4S-16 table.
 SPLIT87_NOTE = "reconstructed: BOF4-S-style fit at block 16 (values unpublished; replace with register_codebook)"
 
-# SH4 (named in the SOP abstract as a fixed codebook; no values found, formats.md §1.9). We guess
+# SH4 (named in the SOP abstract as a fixed codebook; no values found, docs/formats.md §1.9). We guess
 # a "shifted" 4-bit grid: the mid-rise uniform quantizer +-(k + 1/2), k = 0..7, scaled to max 1.
 # It spends all 16 codes on distinct non-zero levels (FP4 and INT4 waste one on -0 / -8).
 SH4 = tuple(sorted(s * (k + 0.5) / 7.5 for k in range(8) for s in (-1.0, 1.0)))

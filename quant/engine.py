@@ -248,7 +248,8 @@ def _outlier_mask(blocks: np.ndarray, factor: float) -> np.ndarray:
     n = blocks.shape[0]
     mean = blocks.mean(axis=0)
     var = np.square(blocks - mean).sum(axis=0) / np.float32(max(n - 1, 1))
-    return np.abs(blocks) > np.sqrt(var) * np.float32(factor)
+    flagged: np.ndarray = np.abs(blocks) > np.sqrt(var) * np.float32(factor)
+    return flagged
 
 
 def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want_codes: bool) -> _Chunk:
@@ -278,7 +279,8 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
 
 def _block_error(w_hat: np.ndarray, blocks: np.ndarray, h: np.ndarray | None) -> np.ndarray:
     """(h-weighted) squared error of each block: (n_blocks,)."""
-    return _residual_score(blocks, w_hat, h).sum(axis=0)
+    error: np.ndarray = _residual_score(blocks, w_hat, h).sum(axis=0)
+    return error
 
 
 def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
@@ -336,7 +338,7 @@ def _finish(blocks: np.ndarray, chunk: _Chunk, plan: _Plan, h: np.ndarray | None
 
 
 def _residual_score(blocks: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None) -> np.ndarray:
-    r = w_hat - blocks
+    r: np.ndarray = w_hat - blocks
     r *= r
     if h is not None:
         r *= h
@@ -359,7 +361,7 @@ def _map_chunks(fn: Callable[[slice], T], chunks: list[slice], threads: int | No
 
 def _fit_learned(w: np.ndarray, plan: _Plan, threads: int | None) -> _Plan:
     """Fit the learned grid (DD4) of ``plan`` to ``w``: weighted Lloyd-Max, alternating with
-    block assignment when it is paired with a fixed grid (formats.md §1.11 [inference])."""
+    block assignment when it is paired with a fixed grid (docs/formats.md §1.11 [inference])."""
     c = plan.candidate
     k = next(i for i, a in enumerate(c.atoms) if a.kind is AtomKind.LEARNED)
     span = 1.25 * c.target  # nearest-rounded scales let |y| exceed the target slightly
@@ -526,7 +528,7 @@ def dequantize(q: QuantizedTensor) -> np.ndarray:
     block = q.shape[1] // q.scales.shape[1]
     full = (q.scales * np.float32(q.tensor_factor)).reshape(-1, 1)
     grid = np.repeat(q.grid_index.reshape(-1), block).reshape(-1, block)
-    out = (table[grid, q.codes.reshape(-1, block)] * full).reshape(q.shape)
+    out: np.ndarray = (table[grid, q.codes.reshape(-1, block)] * full).reshape(q.shape)
     out.reshape(-1)[q.sparse_index] = q.sparse_value
     return out
 

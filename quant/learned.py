@@ -2,7 +2,7 @@
 
 One algorithm serves three uses:
 
-* DD4, SOP's per-layer codebook hosted in LUT SRAM (formats.md §1.11 [inference]: weighted
+* DD4, SOP's per-layer codebook hosted in LUT SRAM (docs/formats.md §1.11 [inference]: weighted
   Lloyd-Max on the layer's block-normalised weights, sample weight = squared block scale x
   activation weight of the input channel, pinned 0 and, under a signed scale, +1);
 * BOF4 / BOF4-S for any block size (arXiv 2505.06653 §3.1-3.2, eq. 6: MSE centroids weighted by
@@ -84,11 +84,12 @@ def normal_quantile_levels(n: int) -> np.ndarray:
 
     positive = n // 2
     negative = n - positive - 1
-    offset = 0.9677083  # bitsandbytes create_normal_map offset (formats.md §1.5)
+    offset = 0.9677083  # bitsandbytes create_normal_map offset (docs/formats.md §1.5)
     pos = norm.ppf(np.linspace(offset, 0.5, positive + 1)[:-1])
     neg = -norm.ppf(np.linspace(offset, 0.5, negative + 1)[:-1])
     levels = np.sort(np.concatenate([neg, [0.0], pos]))
-    return levels / np.max(np.abs(levels))
+    scaled: np.ndarray = levels / np.max(np.abs(levels))
+    return scaled
 
 
 def derive_bof4(block_size: int, *, signed: bool, samples: int = 1 << 22, seed: int = 0) -> np.ndarray:

@@ -126,7 +126,8 @@ class LookupTable:
     def round(self, y: np.ndarray) -> np.ndarray:
         """The rounded float32 value of each element of ``y`` (same shape)."""
         if self.bucket_value is None:
-            return self.values[self.index(y)]
+            rounded: np.ndarray = self.values[self.index(y)]
+            return rounded
         return np.take(self.bucket_value, self._slot(y))
 
     def _slot(self, y: np.ndarray) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 For a layer y = x W^T, the output error is E||X (W - W_hat)^T||^2; keeping the diagonal of X^T X
 gives sum_j h_j sum_r (W - W_hat)_rj^2 with h_j = ||X_:,j||^2, the activation weight of input
-channel j (GPTQ's Hessian diagonal up to a factor 2; shared/docs/formats.md §3.3). The weighted
+channel j (the diagonal of GPTQ's Hessian H = 2 X^T X up to its factor 2; Frantar et al., GPTQ,
+arXiv 2210.17323, §3). The weighted
 metrics below use that h; with h = 1 they are the plain ones.
 """
 
@@ -20,7 +21,7 @@ def activation_weights(mean_square: np.ndarray, power: Literal[1, 2] = 2) -> np.
 
     With channel norm c_j = sqrt(E[x_j^2]), ``power=2`` gives h_j = c_j^2, the diagonal of X^T X
     up to the token count: the exact output-error weight derived above, and the default.
-    ``power=1`` gives h_j = c_j, a flatter weighting (SOP's ACos may use either; formats.md §6.2).
+    ``power=1`` gives h_j = c_j, a flatter weighting (SOP's ACos may use either; docs/formats.md §6.2).
     """
     ms = np.asarray(mean_square, dtype=np.float64)
     if power not in (1, 2):
@@ -96,7 +97,7 @@ class ErrorStats:
 
     @property
     def acos_deficit_ppm(self) -> float:
-        """1 - ACos in ppm: the activation-weighted cosine (SOP's metric, formats.md §3.3)."""
+        """1 - ACos in ppm: the activation-weighted cosine (SOP's metric, docs/formats.md §3.3)."""
         return 1e6 * _cos_deficit(self.hsum_w2, self.hsum_q2, self.hsum_d2)
 
 

@@ -3,8 +3,9 @@
 Names (case-insensitive):
 
 * ``UExMy``  unsigned, IEEE-style bias 2**(x-1)-1, subnormals, every code finite. UE4M4 this
-  way has max 496 and min subnormal 2**-10 (the SOP sources give no bias; this is the
-  assumption of shared/docs/formats.md §2.1, which its reference numbers use).
+  way has max 496 and min subnormal 2**-10. The SOP paper gives no bias: this is an assumption
+  (docs/packed-format.md §4, "Scale containers"); with SOP's per-layer power-of-two shift the bias only
+  moves the 16-binade window, so range width and mantissa precision are what it decides.
 * ``UE8M0``  the OCP MX power-of-two scale 2**(e-127), no zero, 0xFF = NaN (OCP MX v1.0 §5.4).
 * ``ExMy``   signed: a sign bit plus ExMy magnitudes (E4M3 is the OFP8 "fn" encoding, max 448).
 * ``S1ExMy`` a signed ExMy in a container with one spare metabit (SOP's 12-bit S1E5M5).
@@ -139,7 +140,7 @@ def _make_scale(key: str, e: int, m: int, signed: bool, meta: bool) -> ScaleForm
         source = (
             f"{'signed' if signed else 'unsigned'} E{e}M{m}, bias {ieee_bias(e)}, subnormals"
             + (", S.1111.111 NaN (OFP8 E4M3, NVFP4 block scale)" if specials is Specials.FN else "")
-            + ("; assumed all codes finite (shared/docs/formats.md §2.1 [inference])" if not signed else "")
+            + ("; assumed all codes finite (no published bias: docs/packed-format.md)" if not signed else "")
             + ("; 12-bit container with a spare metabit (SOP S1E5M5 [secondary])" if meta else "")
         )
     bits = e + m + int(signed) + int(meta)

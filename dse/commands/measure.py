@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         task = progress.add_task("measuring", total=len(infos))
         fraction = sample_fraction(args.sample, sum(info.numel for info in infos))
         rows = measure_source(source, candidates, threads=args.threads, on_tensor=lambda info: progress.advance(task),
-                              sample_fraction=fraction, act=None if args.act is None else activation_source(args.act, args.act_power))
+                              sample_fraction=fraction,
+                              act=None if args.act is None else activation_source(args.act, args.act_power))
     if args.json:
         print_json([m.record() for m in rows])
     else:

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(records)
         return 0
-    table = render.table("Model catalog (shared/docs/model-shapes.md)", [
+    table = render.table("Model catalog (shapes from each model's Hugging Face config.json)", [
         "model", "family", "layers", "linear tensors", "decoder linears [B]", "total [B]", "active [B]",
         "advertised [B]", "tied emb."], left=2)
     for r in records:

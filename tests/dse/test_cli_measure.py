@@ -53,7 +53,7 @@ def test_measure_minilm_headline(capsys):
     """The SOP headline on real weights: 6.5-bpw E2M3sUE4M4 beats the 8.0-bpw per-layer FP8."""
     rows = _json(capsys, ["measure", "E2M3sUE4M4", "E4M3sUE8M0@layer", "--weights", "minilm", "--json"])
     totals = {r["candidate"]: r for r in rows if r["tensor"] == "*"}
-    assert totals["E2M3sUE4M4"]["numel"] == 22_682_112  # 40 float 2-D tensors (weights.md)
+    assert totals["E2M3sUE4M4"]["numel"] == 22_682_112  # 40 float 2-D tensors (docs/weights.md)
     ratio = totals["E2M3sUE4M4"]["rel_mse"] / totals["E4M3sUE8M0@layer"]["rel_mse"]
     assert 0.70 < ratio < 0.85
     per_tensor = [r for r in rows if r["tensor"] != "*"]

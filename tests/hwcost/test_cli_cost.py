@@ -56,7 +56,7 @@ def test_explain_table_gives_every_number_a_source(monkeypatch):
         cells = [cell.strip() for cell in line.strip("│").split("│")]
         assert re.fullmatch(r"-?[\d.e+-]+", cells[1]), line  # a number ...
         assert len(cells[4]) > 10, line  # ... and its source
-    assert "[secondary + inference, hwcost.md §1e]" in text  # sources are printed, not read as markup
+    assert "[secondary + inference, docs/hwcost.md §1e]" in text  # sources are printed, not read as markup
 
 
 def test_tables_render_with_units(capsys):

@@ -88,7 +88,7 @@ def test_per_tensor_scales_are_counted_as_area():
 def test_a_dual_pair_doubles_the_lut_and_its_select_bit_is_the_lut_msb():
     single, pair = parse_candidate("NF4sUE4M4"), parse_candidate("NF4|INT4sUE4M4")
     assert candidate_cost(pair, HBM3).lut_bits == 2 * candidate_cost(single, HBM3).lut_bits == 2 * 16 * 8
-    assert candidate_cost(pair, HBM3).bpw == 4.5625  # + 1 select bit / 16 (formats.md §2.4)
+    assert candidate_cost(pair, HBM3).bpw == 4.5625  # + 1 select bit / 16 (docs/formats.md §2.4)
     assert "lut:32x8b" in {i.key for i in candidate_cost(pair, HBM3).area}
 
 

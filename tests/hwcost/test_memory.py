@@ -1,4 +1,4 @@
-"""The worked weight-traffic table of hwcost.md §2f, and the memory presets."""
+"""The worked weight-traffic table of docs/hwcost.md §2f, and the memory presets."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from quant import parse_candidate
 from tests.hwcost.printed import agrees_with_printed
 
 N_WEIGHTS = 8e9
-# hwcost.md §2f item 1, "Example, 8e9 weights": format, bits/w, GB/token, tok/s @ 3.35 TB/s,
+# docs/hwcost.md §2f item 1, "Example, 8e9 weights": format, bits/w, GB/token, tok/s @ 3.35 TB/s,
 # J/token @ 3.97 pJ/bit, tok/s @ LPDDR5X 68.3 GB/s; then the candidate that stores it, if one can.
 SECTION_2F = [
     ("BF16", 16, "16.0", "209", "0.51", "4.3", None),
@@ -47,7 +47,7 @@ def test_section_2f_through_candidates_and_model_cost(row):
     assert agrees_with_printed(cost.tokens_per_s, tok_hbm)
     assert agrees_with_printed(cost.traffic.energy_j_per_token, joule)
     assert cost.energy_pj_per_token.dram_pj * 1e-12 == pytest.approx(cost.traffic.energy_j_per_token, rel=1e-12)
-    # the decode datapath is at most 0.8% of the DRAM energy (hwcost.md §2f "Worked magnitude check")
+    # the decode datapath is at most 0.8% of the DRAM energy (docs/hwcost.md §2f "Worked magnitude check")
     e = cost.energy_pj_per_token
     assert (e.lut_pj + e.decoder_pj + e.scale_pj + e.mac_pj + e.tensor_scale_pj) / e.dram_pj < 0.008
 

@@ -15,7 +15,7 @@ NVFP4 = parse_candidate("E2M1sE4M3@16")
 
 
 def test_llama_8b_bytes_per_token_by_hand():
-    """model-shapes.md §1: 32 layers of q/k/v/o + gate/up/down, an untied 128256 x 4096 lm_head;
+    """Llama-3.1-8B's config.json: 32 layers of q/k/v/o + gate/up/down, an untied 128256 x 4096 lm_head;
     the embedding is a lookup of one 4096-weight row. NVFP4: 4.5 bit/weight + 32 bits per tensor."""
     per_layer = 4096 * (4096 + 1024 + 1024 + 4096) + 3 * 14336 * 4096
     embed_numel = lm_head = 128256 * 4096

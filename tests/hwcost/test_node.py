@@ -1,4 +1,4 @@
-"""Node scaling against hwcost.md §1g, and the Horowitz table coming back exactly at its own node."""
+"""Node scaling against docs/hwcost.md §1g, and the Horowitz table coming back exactly at its own node."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def test_horowitz_constants_come_back_exactly_at_45nm_0v9():
         assert at_node(name, HOROWITZ_45NM) == CONSTANTS[name].value, name
 
 
-# hwcost.md §1g "Resulting 7 nm defaults": (constant stem, energy range pJ, area um2 or None).
+# docs/hwcost.md §1g "Resulting 7 nm defaults": (constant stem, energy range pJ, area um2 or None).
 # The low end is 45 nm 0.9 V -> 7 nm 0.8 V, the high end 7 nm at 0.9 V.
 SECTION_1G = [
     ("int_add_8b", ("0.0023", "0.0030"), "2.1"),
@@ -69,7 +69,7 @@ def test_between_nodes_is_log_log_and_monotone():
 
 
 def test_below_7nm_extrapolates_as_hwcomponents():
-    """hwcost.md §1g: 5 nm is x0.85 energy and x0.71 area of 7 nm; 3 nm x0.65 and x0.43."""
+    """docs/hwcost.md §1g: 5 nm is x0.85 energy and x0.71 area of 7 nm; 3 nm x0.65 and x0.43."""
     seven = Technology(7)
     for node, energy, area in ((5, 0.85, 0.71), (3, 0.65, 0.43)):
         assert energy_factor(7, None, Technology(node)) / energy_factor(7, None, seven) == pytest.approx(energy, abs=0.005)

@@ -40,7 +40,7 @@ def test_buffer_read_matches_section_2f_item_2():
 
 
 def test_cacti_agrees_with_horowitz_within_20_percent():
-    """hwcost.md §1b cross-check: 8 KB and 1 MB 64-bit reads at 7 nm, CACTI vs Horowitz."""
+    """docs/hwcost.md §1b cross-check: 8 KB and 1 MB 64-bit reads at 7 nm, CACTI vs Horowitz."""
     for capacity, name in ((8 << 10, "horowitz_sram_8KB_read_64b_pj"), (1 << 20, "horowitz_sram_1MB_read_64b_pj")):
         ratio = sram_macro(8 * capacity, 64, AT_7).energy_pj / at_node(name, AT_7)
         assert 0.8 < ratio < 1.2
@@ -67,7 +67,7 @@ def test_sram_area_is_bitcell_over_efficiency_for_a_large_macro():
 
 
 def test_flop_lut_by_hand():
-    """16 entries x 8 bits, 4 ports, 7 nm: RF read energy and register + mux area (hwcost.md §1c)."""
+    """16 entries x 8 bits, 4 ports, 7 nm: RF read energy and register + mux area (docs/hwcost.md §1c)."""
     lut = lut_cost(16, 8, 4, SMALLEST_MACRO_BITS, AT_7)
     assert lut.impl is LutImpl.FLOPS and lut.bits == 128
     per_bit_fj = 3.6 * (5.0 / 3.6) ** math.log2(16 / 32)  # power law through the 32/64-entry points
@@ -77,7 +77,7 @@ def test_flop_lut_by_hand():
 
 
 def test_lut_read_in_the_band_of_section_1c():
-    """A 64 x 16-bit LUT read at 7 nm: 0.02-0.09 pJ (hwcost.md §1c derived default)."""
+    """A 64 x 16-bit LUT read at 7 nm: 0.02-0.09 pJ (docs/hwcost.md §1c derived default)."""
     assert 0.02 <= lut_cost(64, 16, 1, SMALLEST_MACRO_BITS, AT_7).unit.energy_pj <= 0.09
 
 

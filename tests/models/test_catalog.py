@@ -1,4 +1,4 @@
-"""Shape catalog: exact totals from shared/docs/model-shapes.md, advertised sizes, traps."""
+"""Shape catalog: exact totals from each model's config.json, advertised sizes, traps."""
 
 import pytest
 
@@ -6,7 +6,7 @@ from models.catalog import UnknownModelError, get_model, list_models
 from models.roles import ROLES, role_of
 from quant.errors import DseError, UnknownFormatError
 
-# (id, decoder linears, total) as "[computed here]" in shared/docs/model-shapes.md §1-§19
+# (id, decoder linears, total), computed by hand from each model's config.json
 DOC_TOTALS = {
     "llama-3.1-8b": (6_979_321_856, 8_030_261_248),
     "llama-3.1-70b": (68_451_041_280, 70_553_706_496),
@@ -65,7 +65,7 @@ def test_every_tensor_name_maps_to_its_role(model_id):
 
 
 def test_q_width_differs_from_hidden_where_the_config_says_so():
-    # model-shapes.md §0 trap 1: Qwen3-4B q (4096, 2560), o (2560, 4096); Gemma-3-1B q (1024, 1152)
+    # head_dim from config.json, not hidden / heads: Qwen3-4B q (4096, 2560), o (2560, 4096); Gemma-3-1B q (1024, 1152)
     qwen = {t.role: t.shape for t in get_model("qwen3-4b").tensors if t.layer == 0}
     assert qwen["q"] == (4096, 2560) and qwen["o"] == (2560, 4096) and qwen["k"] == (1024, 2560)
     gemma = {t.role: t.shape for t in get_model("gemma-3-1b").tensors if t.layer == 25}
@@ -90,7 +90,7 @@ def test_moe_experts_are_counted_not_expanded():
     experts = [t for t in mixtral.tensors if t.role.startswith("expert_")]
     assert len(experts) == 3 * 32 and {t.count for t in experts} == {8}
     assert experts[0].instance_names()[7] == "model.layers.0.block_sparse_moe.experts.7.w1.weight"
-    assert mixtral.active_params == 12_879_925_248  # model-shapes.md §17
+    assert mixtral.active_params == 12_879_925_248  # Mistral AI: "12.9B active"
     assert get_model("deepseek-v3").active_params == 37_552_297_472  # §18
 
 

@@ -18,11 +18,11 @@ def _installed(module):
 def test_minilm_lists_its_40_float_matrices():
     source = open_source("minilm")
     infos = source.infos()
-    assert len(infos) == 40 and sum(i.numel for i in infos) == 22_682_112  # weights.md inventory
+    assert len(infos) == 40 and sum(i.numel for i in infos) == 22_682_112  # docs/weights.md inventory
     assert not any(i.prequantized for i in infos)
     w = source.load("encoder.layer.0.output.dense.weight")
     assert w.shape == (384, 1536) and w.dtype == np.float32
-    # weights.md: the single 175-sigma element at row 99, column 856
+    # docs/weights.md: the single 175-sigma element at row 99, column 856
     z = np.abs(w - w.mean()) / w.std()
     assert np.unravel_index(np.argmax(z), z.shape) == (99, 856) and 170 < z.max() < 180
 
@@ -34,7 +34,7 @@ def test_smollm2_is_flagged_prequantized():
     assert len(infos) == 211 and all(i.prequantized for i in infos.values())
     assert infos["token_embd.weight"].stored_dtype == "Q8_0" and infos["blk.0.ffn_down.weight"].shape == (576, 1536)
     w = source.load("blk.0.ffn_gate.weight")
-    # Q4_1 (weights.md obs. 5): at most 16 distinct values in every block of 32
+    # Q4_1 (docs/weights.md, statistic 4): at most 16 distinct values in every block of 32
     distinct = [np.unique(b).size for b in w.reshape(-1, 32)[:64]]
     assert w.shape == (1536, 576) and max(distinct) <= 16
 
@@ -44,7 +44,7 @@ def test_smollm2_is_flagged_prequantized():
 def test_whisper_base_reads_across_both_parts():
     source = open_source("whisper-base")
     infos = source.infos()
-    assert len(infos) == 67 and round(sum(i.numel for i in infos) / 1e5) == 706  # weights.md: 67 weights, 70.6 M
+    assert len(infos) == 67 and round(sum(i.numel for i in infos) / 1e5) == 706  # docs/weights.md: 67 weights, 70.6 M
     assert {role_of(i.name) for i in infos} >= {"qkv", "o", "up", "down", "q", "kv", "embed"}
     last = source.load(infos[-1].name)  # stored in part 2
     assert np.isfinite(last).all() and 0.001 < last.std() < 1.0

@@ -15,7 +15,7 @@ from quant import measure, parse_candidate
 
 
 CANDIDATES = [parse_candidate(n) for n in ("E2M3sUE4M4", "E2M1sE4M3", "E4M3sUE8M0@layer")]
-OUTLIER = "encoder.layer.0.output.dense.weight"  # MiniLM: one 175-sigma element (weights.md)
+OUTLIER = "encoder.layer.0.output.dense.weight"  # MiniLM: one 175-sigma element (docs/weights.md)
 DOWN = "model.layers.0.mlp.down_proj.weight"
 
 

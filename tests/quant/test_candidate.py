@@ -51,7 +51,7 @@ def test_parse_print_round_trip(name):
 
 
 @pytest.mark.parametrize(("name", "bpw"), [
-    ("E2M3sUE4M4", 6.5),          # SOP headline format (formats.md §2.3)
+    ("E2M3sUE4M4", 6.5),          # SOP headline format (docs/formats.md §2.3)
     ("E2M1sE4M3@16", 4.5),        # NVFP4
     ("E2M1sUE8M0@32", 4.25),      # MXFP4
     ("E2M3sUE8M0@32", 6.25),      # MXFP6

@@ -155,7 +155,7 @@ def test_e4m3_scale_is_the_positive_half_of_e4m3():
 
 
 def test_ue4m4_assumed_encoding():
-    """Bias 7, subnormals, all 256 codes finite (formats.md §2.1): max 1.9375*2**8, min 2**-10."""
+    """Bias 7, subnormals, all 256 codes finite (docs/formats.md §2.1): max 1.9375*2**8, min 2**-10."""
     s = get_scale("UE4M4")
     assert s.bits == 8 and s.max == 496.0 and s.min_positive == 2.0**-10
     assert s.magnitudes.size == 256 and not s.signed

@@ -28,7 +28,7 @@ def test_dd4_beats_nf4_on_every_tensor(source):
 
 
 def test_outlier_correction_on_the_175_sigma_weight(source):
-    """encoder.layer.0.output.dense.weight holds one weight at 175 sigma (weights.md).
+    """encoder.layer.0.output.dense.weight holds one weight at 175 sigma (docs/weights.md).
 
     With one scale per 1536-wide row, that weight coarsens its whole row: storing it aside
     (OPQ) cuts the row's error ~8x and the tensor's ~1.4x for < 0.05 bpw. With block-16

