@@ -59,6 +59,23 @@ class MeasurementCache:
         payload = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in asdict(stats).items()}
         write_atomic(self._path(key), json.dumps(payload))
 
+    def _last_path(self, spec: str, tensor: str) -> Path:
+        key = hashlib.blake2b(f"{spec}|{tensor}".encode(), digest_size=16).hexdigest()
+        return self.root / "tensors" / f"{key}.json"
+
+    def last_hash(self, spec: str, tensor: str) -> str | None:
+        """The content hash last measured for ``tensor`` of source ``spec`` (a guess: the
+        weights may have changed since; whoever loads the tensor checks it)."""
+        try:
+            value = json.loads(self._last_path(spec, tensor).read_text()).get("hash")
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return None
+        return value if isinstance(value, str) else None
+
+    def set_last_hash(self, spec: str, tensor: str, tensor_hash: str) -> None:
+        if self.last_hash(spec, tensor) != tensor_hash:
+            write_atomic(self._last_path(spec, tensor), json.dumps({"hash": tensor_hash}))
+
 
 class SolutionCache:
     """Solved sweeps, keyed by the problem's content, the budgets and the solver: a rerun that

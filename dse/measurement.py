@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from dse.cache import MeasurementCache, content_hash
+from dse.executor import Executor
 from dse.scenario import Scenario
 from dse.setup import Setup, Tensor
 from models.activations import load_activations
@@ -151,38 +151,55 @@ def totals(rows: Sequence[Measurement]) -> list[Measurement]:
             for m in merged.values()]
 
 
-def measure_table(s: Scenario, built: Setup, *, jobs: int | None = None,
+def measure_table(s: Scenario, built: Setup, executor: Executor,
                   on_tensor: Callable[[Tensor], None] | None = None) -> pd.DataFrame:
-    """The (tensor x candidate) table of a scenario, measured in parallel over tensors and cached.
+    """The (tensor x candidate) table of a scenario, measured by ``executor`` and cached.
 
     One row per tensor and applicable candidate: ``bpw`` [bit/weight], ``total_bits`` [bit],
     ``error`` (the scenario's metric), the :func:`stats_record` columns, and the tensor's role,
-    layer, element count and pre-quantized flag.
+    layer, element count and pre-quantized flag. Only this process reads and writes the cache:
+    jobs carry the candidates a tensor still needs, and results come back here.
     """
-    names = [c.name for c in s.candidates]
-    jobs = jobs or os.cpu_count() or 1
-    results: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    args = [(s.input_path(t.source), t.source_name, names, built.acts.get(t.name), str(s.cache_dir),
-             s.sample_fraction) for t in built.tensors]
-    if jobs == 1:
-        for t, a in zip(built.tensors, args):
-            results[t.name] = _measure_cached(*a)
+    by_name = {c.name: c for c in s.candidates}
+    cache = MeasurementCache(s.cache_dir)
+    found: dict[str, dict[str, ErrorStats]] = {}
+    jobs: list[tuple[Any, ...]] = []
+    job_tensor: list[tuple[Tensor, str, str | None, str]] = []
+    for t in built.tensors:
+        spec = s.input_path(t.source)
+        wanted = [n for n, c in by_name.items() if applies(c, t.shape)]
+        act = built.acts.get(t.name)
+        act_hash = content_hash(act)
+        # Sampled mode keys by name (it never loads the whole tensor); exact mode by content,
+        # whose hash only a worker can compute: guess the last one seen and let the worker check.
+        known = sample_key(spec, t.source_name, t.shape, s.sample_fraction) if s.sample_fraction else None
+        guess = known or cache.last_hash(spec, t.source_name)
+        hits = {n: e for n in wanted if guess and (e := cache.get(cache.key(guess, n, act_hash))) is not None}
+        found[t.name] = hits
+        if known is not None and len(hits) == len(wanted):
             if on_tensor:
                 on_tensor(t)
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(_measure_cached, *a): t for t, a in zip(built.tensors, args)}
-            for future in as_completed(futures):
-                t = futures[future]
-                results[t.name] = future.result()
-                if on_tensor:
-                    on_tensor(t)
-    rows = []
-    by_name = {c.name: c for c in s.candidates}
-    for t in built.tensors:  # fixed order: the table does not depend on completion order
-        for name, stats_dict in results[t.name]:
+            continue
+        jobs.append((spec, t.source_name, wanted, act, s.sample_fraction, guess, sorted(hits)))
+        job_tensor.append((t, spec, guess, act_hash))
+    for i, (tensor_hash, fresh) in executor.map_unordered(measure_job, jobs):
+        t, spec, guess, act_hash = job_tensor[i]
+        if tensor_hash != guess:  # the weights changed since the guess: nothing cached applies
+            found[t.name] = {}
+        for name, stats_dict in fresh:
             stats = ErrorStats(**stats_dict)
-            bits = by_name[name].bits(t.numel, stats.sparse)
+            cache.put(cache.key(tensor_hash, name, act_hash), stats)
+            found[t.name][name] = stats
+        cache.set_last_hash(spec, t.source_name, tensor_hash)
+        if on_tensor:
+            on_tensor(t)
+    rows = []
+    for t in built.tensors:  # fixed order: the table does not depend on completion order
+        for name, c in by_name.items():
+            if name not in found[t.name]:
+                continue
+            stats = found[t.name][name]
+            bits = c.bits(t.numel, stats.sparse)
             rows.append({
                 "tensor": t.name, "candidate": name, "role": t.role, "layer": t.layer, "numel": t.numel,
                 "bpw": bits.bpw, "total_bits": bits.total_bits, "error": metric_error(stats, s.metric),
@@ -202,12 +219,19 @@ def metric_error(stats: ErrorStats, metric: str) -> float:
     return stats.sum_d2
 
 
-def _measure_cached(spec: str, source_name: str, candidates: Sequence[str], act: np.ndarray | None,
-                    cache_root: str, sample_fraction: float | None) -> list[tuple[str, dict[str, Any]]]:
-    """Worker: measure every candidate of one tensor that is not cached yet. Runs in a process.
+def sample_key(spec: str, source_name: str, shape: tuple[int, int], fraction: float) -> str:
+    """Cache identity of a sampled tensor: its source, name, shape and sample fraction."""
+    return content_hash(np.frombuffer(f"{spec}|{source_name}|{shape}|{fraction}".encode(), np.uint8))
 
-    Exact mode keys the cache by the tensor's content hash. Sampled mode (very large models)
-    never loads the whole tensor, so it keys by source, name, shape and fraction instead.
+
+def measure_job(spec: str, source_name: str, candidates: Sequence[str], act: np.ndarray | None,
+                sample_fraction: float | None, guess: str | None,
+                cached: Sequence[str]) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+    """One tensor's measurement job (runs in a worker process, local or on a Dask cluster).
+
+    Opens the source itself and reads the one tensor. ``cached`` candidates are skipped when the
+    tensor's hash equals ``guess`` (the client holds their results); otherwise every candidate is
+    measured. Returns the tensor's cache hash and the fresh (candidate, ErrorStats fields) pairs.
     """
     source = _open_cached(spec)
     info = next(i for i in source.infos() if i.name == source_name)
@@ -216,20 +240,11 @@ def _measure_cached(spec: str, source_name: str, candidates: Sequence[str], act:
         w = source.load(source_name)
         tensor_hash = content_hash(w)
     else:
-        tensor_hash = content_hash(np.frombuffer(f"{spec}|{source_name}|{info.shape}|{sample_fraction}".encode(),
-                                                 np.uint8))
-    cache = MeasurementCache(Path(cache_root))
-    act_hash = content_hash(act)
-    wanted = [n for n in candidates if applies(parse_candidate(n), info)]
-    found = {n: cache.get(cache.key(tensor_hash, n, act_hash)) for n in wanted}
-    missing = [n for n in wanted if found[n] is None]
-    if missing:
-        fresh = measure_tensor(source, info, [parse_candidate(n) for n in missing], act=act,
-                               sample_fraction=sample_fraction, threads=1, weights=w)
-        for n, (stats, _) in zip(missing, fresh, strict=True):
-            cache.put(cache.key(tensor_hash, n, act_hash), stats)
-            found[n] = stats
-    return [(n, found[n].__dict__) for n in wanted]
+        tensor_hash = sample_key(spec, source_name, info.shape, sample_fraction)
+    missing = [n for n in candidates if tensor_hash != guess or n not in cached]
+    fresh = measure_tensor(source, info, [parse_candidate(n) for n in missing], act=act,
+                           sample_fraction=sample_fraction, threads=1, weights=w) if missing else []
+    return tensor_hash, [(n, stats.__dict__) for n, (stats, _) in zip(missing, fresh, strict=True)]
 
 
 @functools.lru_cache(maxsize=4)
@@ -238,6 +253,6 @@ def _open_cached(spec: str) -> WeightSource:
     return open_source(spec)
 
 
-def applies(c: Candidate, info: TensorInfo) -> bool:
-    """A candidate whose block does not divide the rows is not offered for this tensor."""
-    return c.block_size is None or info.shape[1] % c.block_size == 0
+def applies(c: Candidate, shape: tuple[int, int]) -> bool:
+    """A candidate whose block does not divide the rows (``shape[1]``) is not offered for a tensor."""
+    return c.block_size is None or shape[1] % c.block_size == 0

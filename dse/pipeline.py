@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from dse.allocation import FrontPoint, baselines, build_problem, solve_front
+from dse.executor import open_executor
 from dse.measurement import measure_table
 from dse.scenario import Scenario
 from dse.setup import Tensor, setup
@@ -58,13 +59,17 @@ class ExploreResult:
                                      "decode_area_mm2", "point", "budget_bpw", "formats"])
 
 
-def explore(s: Scenario, *, jobs: int | None = None,
+def explore(s: Scenario, *, jobs: int | None = None, scheduler: str | None = None,
             on_tensor: Callable[[Tensor], None] | None = None,
-            on_start: Callable[[int], None] | None = None) -> ExploreResult:
+            on_start: Callable[[int], None] | None = None,
+            on_executor: Callable[[str], None] | None = None) -> ExploreResult:
     """Run a scenario end to end.
 
     Args:
-        jobs: measurement processes (None: all cores).
+        jobs: measurement processes (None: all cores; 1: in this process).
+        scheduler: a Dask scheduler address or 'local' (overrides the scenario's
+            ``executor.scheduler``); None keeps the scenario's choice.
+        on_executor: called with where the measurement runs (e.g. 'Dask tcp://..., 8 workers').
         on_start: called with the number of tensors before measuring.
         on_tensor: called as each tensor is measured (progress).
     Raises:
@@ -75,7 +80,10 @@ def explore(s: Scenario, *, jobs: int | None = None,
     if on_start:
         on_start(len(built.tensors))
     # 2. measure every (tensor, candidate) pair, cached
-    table = measure_table(s, built, jobs=jobs, on_tensor=on_tensor)
+    with open_executor(scheduler or s.scheduler, jobs) as executor:
+        if on_executor:
+            on_executor(executor.label)
+        table = measure_table(s, built, executor, on_tensor=on_tensor)
     # 3. allocate: the knapsack, its front at every budget, and the uniform baselines, costed by hwcost
     allocation = build_problem(s, built.tensors, table, built.hardware)
     front = solve_front(s, allocation, built.hardware)

@@ -107,6 +107,11 @@ class SolverSection(_Strict):
     time_limit_s: float = Field(default=60.0, gt=0)
 
 
+class ExecutorSection(_Strict):
+    scheduler: str | None = Field(default=None, description="Dask scheduler address (tcp://host:8786) or "
+                                                             "'local'; default: this machine's process pool")
+
+
 class _ScenarioModel(_Strict):
     description: str = ""
     model: ModelSection
@@ -118,6 +123,7 @@ class _ScenarioModel(_Strict):
                                                              "e.g. [[q, k, v], [gate, up]]")
     output: OutputSection = OutputSection()
     solver: SolverSection = SolverSection()
+    executor: ExecutorSection = ExecutorSection()
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,9 @@ class Scenario:
     cache_dir: Path
     solver_backend: str
     solver_time_limit_s: float
+    scheduler: str | None = None
+    """Where measurement runs: None (local processes), 'local' (a Dask LocalCluster) or a Dask
+    scheduler address (``executor.scheduler``; ``--scheduler`` overrides it)."""
 
     def input_path(self, spec: str) -> str:
         """An input as the library opens it: see :func:`resolve_input`."""
@@ -263,6 +272,7 @@ def parse(raw: Any, origin: str | Path, *, out: str | None = None) -> tuple[Scen
         groups=tuple(tuple(g) for g in values["groups"]), output_dir=out_dir, plot=output.plot,
         cache_dir=_output_path(path.parent, output.cache_dir) if output.cache_dir else out_dir.parent / ".dse-cache",
         solver_backend=solver.backend, solver_time_limit_s=solver.time_limit_s,
+        scheduler=values["executor"].scheduler,
     )
     return scenario, problems, frozenset(broken)
 

@@ -6,6 +6,7 @@ import argparse
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dse.commands.options import add_scheduler_argument
 from dse.pipeline import explore
 from dse.render import console
 from dse.report import print_assignment, print_front, write_outputs
@@ -18,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("scenario", help="scenario YAML, e.g. scenarios/edge.yaml")
     p.add_argument("--out", default=None, help="output directory (overrides output.dir)")
     p.add_argument("--jobs", type=int, default=None, help="measurement processes (default: all cores)")
+    add_scheduler_argument(p)
     p.add_argument("--show", type=float, default=None, metavar="BPW",
                    help="print the per-tensor assignment of the front point nearest this bpw")
     p.set_defaults(handler=run_explore)
@@ -32,8 +34,9 @@ def run_explore(args: argparse.Namespace) -> int:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=out, transient=True) as progress:
         task = progress.add_task("measuring tensors", total=None)
-        result = explore(scenario, jobs=args.jobs,
+        result = explore(scenario, jobs=args.jobs, scheduler=args.scheduler,
                          on_start=lambda n: progress.update(task, total=n),
+                         on_executor=lambda where: progress.update(task, description=f"measuring tensors ({where})"),
                          on_tensor=lambda t: progress.advance(task))
     paths = write_outputs(result)
     print_front(out, result)

@@ -40,6 +40,7 @@ class Cluster:
         self.stop()
 
     def _start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         file = self.root / "scheduler.json"
         log = (self.root / "scheduler.log").open("wb")
         self.scheduler = subprocess.Popen(
