@@ -115,24 +115,51 @@ def measure_source(
     on_tensor: Callable[[TensorInfo], None] | None = None,
     sample_fraction: float | None = None,
     act: Callable[[TensorInfo], np.ndarray | None] | None = None,
+    executor: Executor | None = None,
+    spec: str | None = None,
+    open_args: tuple[tuple[int, int], int] = ((4096, 4096), 0),
 ) -> list[Measurement]:
     """Every (tensor, candidate) measurement, tensors streamed one at a time, then a total per candidate.
 
     With ``sample_fraction`` the errors are estimated from a seeded sample of row groups, with
     95 % confidence intervals (models/sampling.py). ``act`` gives a tensor's per-input-channel
     activation weights (or None): weighted metrics are then reported, and ``:aw`` candidates use them.
+    With ``executor`` (and ``spec`` and ``open_args`` = (shape, seed), the source as
+    :func:`models.sources.open_source` opens it) the tensors are measured as parallel jobs, each
+    opening the source itself.
     """
+    infos = source.infos()
+    acts = [act(info) if act is not None else None for info in infos]
+    measured: dict[int, list[tuple[ErrorStats, SampledStats | None]]] = {}
+    if executor is None:
+        results = ((i, measure_tensor(source, info, candidates, act=h, sample_fraction=sample_fraction,
+                                      threads=threads)) for i, (info, h) in enumerate(zip(infos, acts)))
+    else:
+        if spec is None:
+            raise ValueError("measure_source: an executor needs the source's spec")
+        names = [c.name for c in candidates]
+        results = executor.map_unordered(_measure_named, [(spec, open_args, info.name, names, h, sample_fraction)
+                                                          for info, h in zip(infos, acts)])
+    for i, result in results:
+        measured[i] = result
+        if on_tensor is not None:
+            on_tensor(infos[i])
     rows: list[Measurement] = []
-    for info in source.infos():
-        h = act(info) if act is not None else None
-        measured = measure_tensor(source, info, candidates, act=h, sample_fraction=sample_fraction, threads=threads)
-        for c, (stats, sample) in zip(candidates, measured, strict=True):
+    for i, info in enumerate(infos):  # source order, whatever the completion order
+        for c, (stats, sample) in zip(candidates, measured[i], strict=True):
             # a sampled estimate's stored-aside count is itself estimated: size it by the candidate alone
             bits = c.bits(info.numel) if sample is not None else c.bits(info.numel, stats.sparse)
             rows.append(Measurement(c.name, info.name, info.numel, bits.total_bits, stats, info.prequantized, sample))
-        if on_tensor is not None:
-            on_tensor(info)
     return rows + totals(rows)
+
+
+def _measure_named(spec: str, open_args: tuple[tuple[int, int], int], name: str, candidates: Sequence[str],
+                   act: np.ndarray | None, sample_fraction: float | None) -> list[tuple[ErrorStats, SampledStats | None]]:
+    """Job: :func:`measure_tensor` on tensor ``name`` of source ``spec``, opened in the worker."""
+    source = open_source_cached(spec, *open_args)
+    info = next(i for i in source.infos() if i.name == name)
+    return measure_tensor(source, info, [parse_candidate(n) for n in candidates], act=act,
+                          sample_fraction=sample_fraction, threads=1)
 
 
 def totals(rows: Sequence[Measurement]) -> list[Measurement]:
@@ -233,7 +260,7 @@ def measure_job(spec: str, source_name: str, candidates: Sequence[str], act: np.
     tensor's hash equals ``guess`` (the client holds their results); otherwise every candidate is
     measured. Returns the tensor's cache hash and the fresh (candidate, ErrorStats fields) pairs.
     """
-    source = _open_cached(spec)
+    source = open_source_cached(spec)
     info = next(i for i in source.infos() if i.name == source_name)
     w = None
     if sample_fraction is None:
@@ -248,9 +275,9 @@ def measure_job(spec: str, source_name: str, candidates: Sequence[str], act: np.
 
 
 @functools.lru_cache(maxsize=4)
-def _open_cached(spec: str) -> WeightSource:
+def open_source_cached(spec: str, shape: tuple[int, int] = (4096, 4096), seed: int = 0) -> WeightSource:
     """A worker process measures many tensors of one source: open it (parse its header) once."""
-    return open_source(spec)
+    return open_source(spec, shape=shape, seed=seed)
 
 
 def applies(c: Candidate, shape: tuple[int, int]) -> bool:

@@ -29,7 +29,8 @@ from dse.atomic import write_atomic
 from dse.packing import (
     FORMAT, FORMAT_VERSION, PackError, decode_file, encode_file, file_hash, pack, unpack,
 )
-from dse.measurement import activation_source
+from dse.executor import open_executor
+from dse.measurement import activation_source, open_source_cached
 from dse.report import CONFIG_VERSION
 from dse.scenario import resolve_input
 from models.source import TensorInfo, WeightSource
@@ -131,6 +132,7 @@ def _error_record(stats: ErrorStats) -> dict[str, Any]:
 
 
 def quantize_package(config: str | Path, weights: str | None, out: Path, *,
+                     jobs: int | None = 1, scheduler: str | None = None,
                      on_start: Callable[[int], None] | None = None,
                      on_tensor: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Quantize and pack every tensor of a config into ``out``, one tensor in memory at a time.
@@ -139,6 +141,9 @@ def quantize_package(config: str | Path, weights: str | None, out: Path, *,
         config: a ``config-*.yaml`` written by ``dse explore``.
         weights: weight source overriding the config's (single-source configs only).
         out: package directory (created; stale tensor files and manifest removed first).
+        jobs: local processes packing tensors (1: in this process; None: all cores).
+        scheduler: a Dask scheduler address or 'local' to pack on a cluster; the files are
+            written here, identical to a local run.
     Returns:
         The manifest, also written to ``out/manifest.json``.
     """
@@ -160,41 +165,55 @@ def quantize_package(config: str | Path, weights: str | None, out: Path, *,
             stale.unlink()
     if on_start:
         on_start(len(cfg.assignment))
-    records = []
-    for i, (name, candidate) in enumerate(sorted(cfg.assignment.items())):
-        t = tensors[name]
-        w = t.source.load(t.info.name)
-        h = None if acts is None else acts(t.info)
-        q = quantize(w, candidate, act=h, name=name)
-        packed = pack(q, name)
-        data = encode_file(packed)
-        file = f"{i:04d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}.safetensors"
-        write_atomic(out / file, data)
-        stats = reconstruction_error(w, dequantize(q), q.shape[1] // q.scales.shape[1], act=h, name=name)
-        bits = candidate.bits(w.size, q.sparse_index.size)
-        records.append({
-            "name": name, "file": file, "candidate": candidate.name, "shape": list(q.shape), "numel": w.size,
-            "source": t.source_spec, "source_name": t.info.name, "source_blake2b": content_hash(w),
-            "file_blake2b": file_hash(data), "file_bytes": len(data), "payload_bytes": packed.payload_bytes,
-            "payload_bits": packed.payload_bits, "bits": bits.total_bits, "bpw": bits.bpw,
-            "sparse_entries": int(q.sparse_index.size), **_error_record(stats),
-        })
-        if on_tensor:
-            on_tensor(name)
-    numel = sum(r["numel"] for r in records)
+    work = sorted(cfg.assignment.items())
+    args = [(tensors[name].source_spec, tensors[name].info.name, candidate.name,
+             None if acts is None else acts(tensors[name].info), name, i) for i, (name, candidate) in enumerate(work)]
+    records: list[dict[str, Any] | None] = [None] * len(work)
+    with open_executor(scheduler, jobs) as executor:
+        for i, (data, record) in executor.map_unordered(pack_job, args):
+            write_atomic(out / record["file"], data)
+            records[i] = record
+            if on_tensor:
+                on_tensor(record["name"])
+    done = [r for r in records if r is not None]
+    numel = sum(r["numel"] for r in done)
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "tool": "sop-dse", "tool_version": _tool_version(),
-        "config": str(cfg.path), "config_bpw": cfg.bpw, "weights": sorted({r["source"] for r in records}),
+        "config": str(cfg.path), "config_bpw": cfg.bpw, "weights": sorted({r["source"] for r in done}),
         "activations": cfg.activations, "act_power": cfg.act_power,
         "totals": {
-            "tensors": len(records), "numel": numel, "bpw": sum(r["bits"] for r in records) / numel,
-            "payload_bytes": sum(r["payload_bytes"] for r in records),
-            "file_bytes": sum(r["file_bytes"] for r in records),
+            "tensors": len(done), "numel": numel, "bpw": sum(r["bits"] for r in done) / numel,
+            "payload_bytes": sum(r["payload_bytes"] for r in done),
+            "file_bytes": sum(r["file_bytes"] for r in done),
         },
-        "tensors": records,
+        "tensors": done,
     }
     write_atomic(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
     return manifest
+
+
+def pack_job(spec: str, source_name: str, candidate_name: str, act: np.ndarray | None, name: str,
+             index: int) -> tuple[bytes, dict[str, Any]]:
+    """Quantize and pack one tensor (runs in a worker: local or on a Dask cluster).
+
+    Returns the tensor file's bytes and its manifest record; the caller writes the file.
+    """
+    source = open_source_cached(spec)
+    candidate = parse_candidate(candidate_name)
+    w = source.load(source_name)
+    q = quantize(w, candidate, act=act, name=name)
+    packed = pack(q, name)
+    data = encode_file(packed)
+    file = f"{index:04d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}.safetensors"
+    stats = reconstruction_error(w, dequantize(q), q.shape[1] // q.scales.shape[1], act=act, name=name)
+    bits = candidate.bits(w.size, q.sparse_index.size)
+    return data, {
+        "name": name, "file": file, "candidate": candidate.name, "shape": list(q.shape), "numel": w.size,
+        "source": spec, "source_name": source_name, "source_blake2b": content_hash(w),
+        "file_blake2b": file_hash(data), "file_bytes": len(data), "payload_bytes": packed.payload_bytes,
+        "payload_bits": packed.payload_bits, "bits": bits.total_bits, "bpw": bits.bpw,
+        "sparse_entries": int(q.sparse_index.size), **_error_record(stats),
+    }
 
 
 _RECORD_KEYS = ("name", "file", "candidate", "shape", "source", "source_name", "source_blake2b",

@@ -14,6 +14,8 @@ from rich.progress import (
 )
 
 from dse import render
+from dse.commands.options import add_scheduler_argument
+from dse.executor import open_executor
 from dse.measurement import TOTAL, Measurement, activation_source, measure_source
 from dse.render import console, fmt_sci, print_json
 from models.sampling import auto_fraction
@@ -40,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="h = c**POWER for channel norm c (default 2: the diagonal of X^T X)")
     p.add_argument("--totals-only", action="store_true", help="show only the total row of each candidate")
     p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    add_scheduler_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -80,9 +83,16 @@ def run(args: argparse.Namespace) -> int:
                   console=console(), transient=True, disable=args.json) as progress:
         task = progress.add_task("measuring", total=len(infos))
         fraction = sample_fraction(args.sample, sum(info.numel for info in infos))
-        rows = measure_source(source, candidates, threads=args.threads, on_tensor=lambda info: progress.advance(task),
-                              sample_fraction=fraction,
-                              act=None if args.act is None else activation_source(args.act, args.act_power))
+        act = None if args.act is None else activation_source(args.act, args.act_power)
+        if args.scheduler is None:
+            rows = measure_source(source, candidates, threads=args.threads, on_tensor=lambda info: progress.advance(task),
+                                  sample_fraction=fraction, act=act)
+        else:
+            with open_executor(args.scheduler) as executor:
+                progress.update(task, description=f"measuring ({executor.label})")
+                rows = measure_source(source, candidates, on_tensor=lambda info: progress.advance(task),
+                                      sample_fraction=fraction, act=act, executor=executor, spec=args.weights,
+                                      open_args=(_parse_shape(args.shape), args.seed))
     if args.json:
         print_json([m.record() for m in rows])
     else:

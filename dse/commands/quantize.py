@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dse import render
+from dse.commands.options import add_scheduler_argument
 from dse.package import quantize_package, total, verify_package
 from dse.render import console, fmt_sci, print_json
 
@@ -19,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="weight source (default: the config's weights; see `dse measure --help`)")
     q.add_argument("--out", required=True, metavar="DIR", help="package directory")
     q.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a table")
+    q.add_argument("--jobs", type=int, default=1,
+                   help="local processes packing tensors (default 1: one tensor at a time, least memory)")
+    add_scheduler_argument(q)
     q.set_defaults(handler=run_quantize)
     v = sub.add_parser("verify", help="decode a package and report per-tensor error and stored bits")
     v.add_argument("package", metavar="DIR", help="a directory written by dse quantize")
@@ -36,8 +40,8 @@ def _progress(description: str, quiet: bool) -> Progress:
 def run_quantize(args: argparse.Namespace) -> int:
     with _progress("quantizing tensors", args.json) as progress:
         task = progress.add_task("", total=None)
-        manifest = quantize_package(args.config, args.weights, Path(args.out),
-                                    on_start=lambda n: progress.update(task, total=n),
+        manifest = quantize_package(args.config, args.weights, Path(args.out), jobs=args.jobs,
+                                    scheduler=args.scheduler, on_start=lambda n: progress.update(task, total=n),
                                     on_tensor=lambda _: progress.advance(task))
     if args.json:
         print_json(manifest)

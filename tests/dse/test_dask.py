@@ -112,3 +112,22 @@ def test_weights_a_worker_cannot_read_are_named(tmp_path):
         # setup (on this machine) reads the header; then the file disappears before the workers look
         dse.explore(scenario, scheduler=address, on_start=lambda n: weights.rename(moved))
     assert "\n" not in str(err.value)
+
+
+def test_quantize_on_dask_writes_the_local_package(tmp_path):
+    out = explore_into(tmp_path / "local", "--jobs", "2")
+    config = sorted(out.glob("config-*.yaml"))[0]
+    assert main(["quantize", str(config), "--out", str(tmp_path / "pkg-local")]) == 0
+    with cluster_address(tmp_path) as address:
+        assert main(["quantize", str(config), "--out", str(tmp_path / "pkg-dask"), "--scheduler", address]) == 0
+    assert_same_files(tmp_path / "pkg-local", tmp_path / "pkg-dask")
+    assert main(["verify", str(tmp_path / "pkg-dask")]) == 0
+
+
+def test_measure_on_dask_prints_the_local_records(tmp_path, capsys):
+    argv = ["measure", "E2M1sE4M3", "NF4|DD4sUE4M4", "--weights", "minilm", "--json"]
+    assert main([*argv, "--threads", "1"]) == 0
+    local = capsys.readouterr().out
+    with cluster_address(tmp_path) as address:
+        assert main([*argv, "--scheduler", address]) == 0
+    assert capsys.readouterr().out == local
