@@ -14,6 +14,7 @@ A worker that dies mid-run costs only its jobs: the scheduler reruns them elsewh
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -154,7 +155,9 @@ def _connect(scheduler: str, jobs: int | None) -> DaskCluster:
     except ImportError:
         raise DseError("--scheduler needs Dask: pip install 'sop-dse[dask]' (or pip install distributed)") from None
     if scheduler == "local":
-        cluster = LocalCluster(n_workers=jobs or os.cpu_count() or 1, threads_per_worker=1, processes=True)
+        # silence_logs: the cluster's own shutdown chatter is not the user's business
+        cluster = LocalCluster(n_workers=jobs or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                               silence_logs=logging.CRITICAL)
         return DaskCluster(Client(cluster), cluster.scheduler_address, cluster)
     try:
         client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
