@@ -86,8 +86,12 @@ class _Plan:
     """(cols,) activation weights, or None."""
     outlier_factor: float | None
     """OPQ threshold in units of the block's sample std, or None."""
+    err_unit: np.float32 = np.float32(1.0)
+    """Residuals are squared and compared in units of the tensor's largest weight: a power of two,
+    so every comparison is an exact rescaling of the plain one, and squares of weights near
+    1e-22 or 1e37 stay inside float32's range instead of flushing to 0 or overflowing."""
     residual_cut: float | None = None
-    """Store aside every element whose (weighted) squared residual exceeds this, or None."""
+    """Store aside every element whose (weighted, ``err_unit``-scaled) squared residual exceeds this, or None."""
 
 
 def _check_matrix(w: np.ndarray, name: str, block: int | None) -> np.ndarray:
@@ -117,6 +121,7 @@ def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads:
     if c.outliers is not None and c.block_size is not None:
         outlier_factor = c.outliers.threshold_sigmas(c.block_size)
     grids = tuple(fixed_grid(c, k) for k in range(len(c.atoms)))
+    unit = _err_unit(amax)
     if c.block_size is None:
         extreme = hi if hi >= -lo else lo
         real = (abs(extreme) if c.signed else amax) / c.target
@@ -125,13 +130,21 @@ def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads:
         if c.signed and extreme < 0:
             scale = -scale
         plan = _Plan(c, w.shape[1], np.float32(1.0), np.float32(scale), trials, grids,
-                     _tables(grids), h if c.act_weighted else None, None)
+                     _tables(grids), h if c.act_weighted else None, None, unit)
     else:
         plan = _Plan(c, c.block_size, _tensor_factor(c, amax, trials), None, trials, grids,
-                     _tables(grids), h if c.act_weighted else None, outlier_factor)
+                     _tables(grids), h if c.act_weighted else None, outlier_factor, unit)
     if any(a.kind is AtomKind.LEARNED for a in c.atoms):
         plan = _fit_learned(w, plan, threads)
     return plan
+
+
+def _err_unit(amax: float) -> np.float32:
+    """2**-floor(log2(amax)), within float32's normal range (1 for an all-zero tensor): see
+    ``_Plan.err_unit``."""
+    if amax == 0.0:
+        return np.float32(1.0)
+    return np.float32(2.0 ** min(127, max(-126, 1 - math.frexp(amax)[1])))
 
 
 def fixed_grid(c: Candidate, k: int) -> np.ndarray:
@@ -263,11 +276,11 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
     chunk, err = _best_of_trials(blocks, plan, select_h, want_codes)
     if plan.outlier_factor is None:
         return chunk
-    outliers = _outlier_mask(blocks, plan.outlier_factor)
+    outliers = _outlier_mask(blocks * plan.err_unit, plan.outlier_factor)
     kept = np.where(outliers, np.float32(0.0), blocks)
     alt, _ = _best_of_trials(kept, plan, select_h, want_codes)
     alt.w_hat = np.where(outliers, _bf16(blocks), alt.w_hat)
-    alt_err = _block_error(alt.w_hat, blocks, select_h)
+    alt_err = _block_error(alt.w_hat, blocks, select_h, plan.err_unit)
     use = alt_err < err
     outliers &= use  # a block that declines OPQ stores no outliers
     return _Chunk(
@@ -277,9 +290,9 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
     )
 
 
-def _block_error(w_hat: np.ndarray, blocks: np.ndarray, h: np.ndarray | None) -> np.ndarray:
-    """(h-weighted) squared error of each block: (n_blocks,)."""
-    error: np.ndarray = _residual_score(blocks, w_hat, h).sum(axis=0)
+def _block_error(w_hat: np.ndarray, blocks: np.ndarray, h: np.ndarray | None, unit: np.float32) -> np.ndarray:
+    """(h-weighted) squared error of each block in units of ``unit**-2``: (n_blocks,)."""
+    error: np.ndarray = _residual_score(blocks, w_hat, h, unit).sum(axis=0)
     return error
 
 
@@ -300,7 +313,7 @@ def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
             if single and plan.outlier_factor is None:
                 best = (w_hat, y, s, np.zeros(s.shape, np.uint8))
                 break
-            err = _block_error(w_hat, blocks, h)
+            err = _block_error(w_hat, blocks, h, plan.err_unit)
             if best is None or best_err is None:
                 best, best_err = (w_hat, y, s, np.full(s.shape, k, np.uint8)), err
                 continue
@@ -326,7 +339,7 @@ def _finish(blocks: np.ndarray, chunk: _Chunk, plan: _Plan, h: np.ndarray | None
     """
     sparse = chunk.sparse
     if plan.residual_cut is not None:
-        r = _residual_score(blocks, chunk.w_hat, h if plan.h is not None else None)
+        r = _residual_score(blocks, chunk.w_hat, h if plan.h is not None else None, plan.err_unit)
         exact = _bf16(blocks)
         picked = (r > np.float32(plan.residual_cut)) & (np.abs(exact - blocks) < np.abs(chunk.w_hat - blocks))
         if sparse is not None:
@@ -337,8 +350,10 @@ def _finish(blocks: np.ndarray, chunk: _Chunk, plan: _Plan, h: np.ndarray | None
     return sparse
 
 
-def _residual_score(blocks: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None) -> np.ndarray:
+def _residual_score(blocks: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None, unit: np.float32) -> np.ndarray:
+    """Per-element (h-weighted) squared residual, the residual measured in units of ``1/unit``."""
     r: np.ndarray = w_hat - blocks
+    r *= unit
     r *= r
     if h is not None:
         r *= h
@@ -380,7 +395,8 @@ def _fit_learned(w: np.ndarray, plan: _Plan, threads: int | None) -> _Plan:
             s = _block_scales(blocks, fit_plan)[0]
             full = s * fit_plan.tensor_factor
             y = blocks / np.where(full == 0, np.float32(1.0), full)
-            weight = np.broadcast_to(full * full, y.shape)
+            scaled = full * fit_plan.err_unit  # float32 squares of scales near 1e-23 would flush to 0
+            weight = np.broadcast_to(scaled * scaled, y.shape)
             if h is not None:
                 weight = weight * h
             if restrict:  # only the blocks this grid wins
@@ -413,7 +429,7 @@ def _residual_cut(w: np.ndarray, plan: _Plan, threads: int | None) -> float:
         blocks = _block_view(part, plan.block)
         h = _h_blocks(plan.h, plan.block, part.shape[0])
         chunk = _quantize_blocks(blocks, plan, h, want_codes=False)
-        score = _residual_score(blocks, chunk.w_hat, h)
+        score = _residual_score(blocks, chunk.w_hat, h, plan.err_unit)
         if chunk.sparse is not None:
             score[chunk.sparse] = 0.0  # outliers are already stored aside
         return score.reshape(-1)
