@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from dse.cache import content_hash
 from dse.atomic import write_atomic
@@ -37,6 +36,7 @@ from models.source import TensorInfo, WeightSource
 from models.sources import open_source
 from quant import Candidate, ErrorStats, dequantize, parse_candidate, quantize, reconstruction_error
 from quant.errors import DseError
+from quant.yamlfile import YamlError, load_yaml
 
 MANIFEST = "manifest.json"
 _FILE = re.compile(r"\d{4}-.*\.safetensors")  # tensor files of a package: NNNN-<tensor>.safetensors
@@ -66,11 +66,11 @@ def load_config(path: str | Path) -> Config:
     """Read a ``config-*.yaml`` exported by ``dse explore``; one-line DseError on any problem."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = load_yaml(path)
     except FileNotFoundError:
         raise DseError(f"{path}: no such config file; pass a config-*.yaml written by dse explore") from None
-    except yaml.YAMLError:
-        raise DseError(f"{path}: not valid YAML; pass a config-*.yaml written by dse explore") from None
+    except YamlError as err:
+        raise DseError(f"{err}; pass a config-*.yaml written by dse explore") from None
     if not isinstance(doc, dict) or doc.get("sop_dse_config") != CONFIG_VERSION:
         raise DseError(f"{path}: not a sop-dse config (expected 'sop_dse_config: {CONFIG_VERSION}'); "
                        "pass a config-*.yaml written by dse explore")

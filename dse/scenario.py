@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from quant import Candidate, parse_candidate
 from quant.errors import DseError
+from quant.yamlfile import YamlError, load_yaml
 
 
 class ScenarioError(DseError):
@@ -294,13 +294,11 @@ def read_yaml(path: str | Path) -> Any:
     """The parsed scenario file; a missing file or bad YAML raises a one-line ScenarioError."""
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text())
+        return load_yaml(path)
     except FileNotFoundError:
         raise ScenarioError(f"{path}: no such scenario file") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ScenarioError(f"{path}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    except YamlError as err:
+        raise ScenarioError(str(err)) from None
 
 
 def load_scenario(path: str | Path, *, out: str | None = None) -> Scenario:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from dse.atomic import write_atomic
 from dse.cache import SolutionCache
@@ -28,6 +27,7 @@ from models.roles import parse_name
 from models.sources import MINILM_INSTALL, open_source
 from quant.errors import DseError
 from quant.metrics import activation_weights
+from quant.yamlfile import load_yaml
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def resolve_hardware(s: Scenario) -> Hardware:
 
 
 def _yaml_mapping(path: Path) -> dict[str, Any]:
-    return dict(yaml.safe_load(path.read_text()) or {})
+    return dict(load_yaml(path) or {})
 
 
 def _tensors_of(s: Scenario, spec: str) -> list[Tensor]:

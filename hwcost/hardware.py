@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hwcost.errors import HardwareError
 from hwcost.memory import MEMORY_PRESETS, OffChipMemory
 from hwcost.node import MAX_NODE_NM, MIN_NODE_NM, Technology
 from hwcost.sram import SMALLEST_MACRO_BITS
+from quant.yamlfile import YamlError, parse_yaml
 
 
 @dataclass(frozen=True)
@@ -126,9 +125,11 @@ def load_hardware(spec: str) -> Hardware:
             raise HardwareError(f"hardware file {spec!r} not found")
         return preset(spec)  # raises: unknown preset
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        data = parse_yaml(path.read_text(), spec)
+    except (OSError, UnicodeDecodeError) as err:
         raise HardwareError(f"{spec}: not readable YAML ({str(err).splitlines()[0]})") from None
+    except YamlError as err:
+        raise HardwareError(str(err)) from None
     return hardware_from_mapping(data, origin=spec)
 
 
@@ -141,11 +142,12 @@ def hardware_from_mapping(data: Any, origin: str) -> Hardware:
     values: dict[str, Any] = {}
     for key in data:
         if key in _INT_FIELDS + _FLOAT_FIELDS + _TECH_FIELDS:
-            problem = _check_number(key, data[key], integer=key in _INT_FIELDS, optional=key in _OPTIONAL_TECH)
+            value = _integral(data[key]) if key in _INT_FIELDS else data[key]
+            problem = _check_number(key, value, integer=key in _INT_FIELDS, optional=key in _OPTIONAL_TECH)
             if problem:
                 problems.append(f"{origin}: {key}: {problem}")
             else:
-                values[key] = data[key]
+                values[key] = value
     memory = None
     if "memory" not in data:
         problems.append(f"{origin}: memory: missing; give a preset ({', '.join(MEMORY_PRESETS)}) or "
@@ -167,6 +169,13 @@ def hardware_from_mapping(data: Any, origin: str) -> Hardware:
     datapath = {k: v for k, v in values.items() if k not in _TECH_FIELDS}
     return Hardware(name=name, memory=memory, tech=tech, origin=origin,
                     overridden=frozenset(values) | {"memory"}, **datapath)
+
+
+def _integral(value: Any) -> Any:
+    """A whole float (``lanes: 1e3`` in YAML) as an int; anything else unchanged."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _check_number(key: str, value: Any, *, integer: bool, optional: bool) -> str | None:

@@ -45,7 +45,7 @@ def test_custom_memory(tmp_path):
     ("memory: {bandwidth_gbyte_per_s: 10}\n", "memory.energy_pj_per_bit: missing"),
     ("memory: {preset: hbm3, pj: 3}\n", "memory.pj: unknown field"),
     ("- hbm3\n", "expected a mapping of hardware fields"),
-    ("memory: [hbm3\n", "not readable YAML"),
+    ("memory: [hbm3\n", "not valid YAML"),
 ])
 def test_yaml_errors_name_the_file_and_field(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
