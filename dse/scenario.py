@@ -341,8 +341,11 @@ def cross_problems(s: Scenario, tensors: Sequence[TensorFacts] | None,
     if s.metric == "act_sse" and s.activations is not None:
         lacking = [t.name for t in tensors if not t.has_statistics]
         if lacking:
-            problems.append(f"objective.metric: act_sse needs statistics for every tensor, and {len(lacking)} "
-                            f"have none (first: {lacking[0]}); use metric sse, or exclude them with model.exclude")
+            shown = ", ".join(lacking[:4]) + (f" and {len(lacking) - 4} more" if len(lacking) > 4 else "")
+            problems.append(f"objective.metric: act_sse needs statistics for every tensor, but {s.activations} has "
+                            f"none for {len(lacking)} of {len(tensors)} ({shown}: absent from the file, or MoE "
+                            "experts no token reached); drop them with model.exclude, regenerate the statistics on "
+                            "text that reaches them, or use metric sse")
     roles = sorted({t.role for t in tensors})
     for i, group in enumerate(s.groups):
         absent = [r for r in group if r not in roles]

@@ -72,7 +72,8 @@ class ActivationStats:
         object.__setattr__(self, "_by_group", by_group)
 
     def for_tensor(self, name: str, in_features: int) -> np.ndarray | None:
-        """The (in_features,) vector for weight ``name``, or None when the file has none for it.
+        """The (in_features,) vector for weight ``name``, or None when the file has none for it
+        (no matching entry, or a MoE expert that no token reached).
 
         Raises:
             SourceError: the matching vector has the wrong length.
@@ -119,8 +120,17 @@ def read_imatrix_gguf(path: Path) -> ActivationStats:
         counts = counts.reshape(-1, 1)
         if sums.size % counts.shape[0]:
             raise SourceError(f"{path}: tensor {name!r} has {sums.size} values for {counts.shape[0]} counts")
+        if not np.all(np.isfinite(counts)) or np.any(counts < 0):
+            raise SourceError(f"{path}: {weight + '.counts'!r} holds NaN, Inf or negative counts; "
+                              "regenerate the imatrix")
+        sums = sums.reshape(counts.shape[0], -1)
+        counted = counts[:, 0] > 0
+        with np.errstate(invalid="ignore"):
+            bad = counted & ~np.all(np.isfinite(sums) & (sums >= 0), axis=1)
+        for i in np.flatnonzero(bad)[:1]:  # the first bad matrix names the problem
+            _check_values(path, weight, sums[i], f" (matrix {i}, {counts[i, 0]:g} tokens)")
         with np.errstate(invalid="ignore", divide="ignore"):
-            vectors[weight] = np.where(counts > 0, sums.reshape(counts.shape[0], -1) / counts, np.nan)
+            vectors[weight] = np.where(counted[:, None], sums / counts, np.nan)  # NaN: no tokens
     if not vectors:
         raise SourceError(f"{path}: no '*.in_sum2' tensors: not a llama.cpp imatrix GGUF file")
     return ActivationStats(str(path), vectors)
@@ -158,6 +168,7 @@ def read_imatrix_dat(path: Path) -> ActivationStats:
             raise SourceError(f"{path}: entry {entry!r} is truncated or corrupt (ncall {ncall}, nval {nval})")
         values = np.frombuffer(data, dtype="<f4", count=nval, offset=offset)
         offset += 4 * nval
+        _check_values(path, entry, values, f" ({ncall} calls)")
         vectors[entry] = values.astype(np.float64) / ncall  # stored as mean * ncall
     return ActivationStats(str(path), vectors)
 
@@ -177,10 +188,20 @@ def read_vectors(path: Path) -> ActivationStats:
         raise SourceError(f"{path}: corrupt activation file ({type(err).__name__}: {err})") from None
     except OSError as err:
         raise SourceError(f"{path}: cannot read ({err})") from None
-    bad = [k for k, v in vectors.items() if v.ndim not in (1, 2) or not np.all(np.isfinite(v)) or np.any(v < 0)]
-    if bad:
-        raise SourceError(f"{path}: vector {bad[0]!r} must be 1-D or 2-D, finite and >= 0")
+    for name, v in vectors.items():
+        if v.ndim not in (1, 2):
+            raise SourceError(f"{path}: vector {name!r} must be 1-D (in,) or 2-D (n_experts, in), got {v.shape}")
+        _check_values(path, name, v, "")
     return ActivationStats(str(path), vectors)
+
+
+def _check_values(path: Path, name: str, values: np.ndarray, where: str) -> None:
+    """Statistics that counted tokens must be finite and >= 0, in every file format alike: a NaN
+    is never read as "no statistics" (only a zero token count means that)."""
+    bad = int(np.count_nonzero(~(np.isfinite(values) & (values >= 0))))
+    if bad:
+        raise SourceError(f"{path}: {name!r} has {bad} NaN, Inf or negative values{where}; "
+                          "regenerate the statistics")
 
 
 @functools.cache  # a forward pass over the calibration text: computed once per process

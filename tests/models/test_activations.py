@@ -116,6 +116,65 @@ def test_vector_files(tmp_path, suffix):
 def test_vector_files_reject_negative_values(tmp_path):
     path = tmp_path / "act.npz"
     np.savez(path, w=np.array([1.0, -1.0]))
-    with pytest.raises(SourceError, match="'w' must be 1-D or 2-D, finite and >= 0"):
+    with pytest.raises(SourceError) as err:
         load_activations(str(path))
+    assert str(err.value) == f"{path}: 'w' has 1 NaN, Inf or negative values; regenerate the statistics"
     assert isinstance(ActivationStats("x", {}).map_to([]), dict)
+
+
+# Issue 14, kind 7: a NaN (or Inf, or negative) statistic that counted tokens is an error in every
+# format alike; only a zero token count means "no statistics".
+
+def test_gguf_imatrix_nan_with_tokens_is_rejected(tmp_path):
+    sums = SUMS_EXPERTS.copy()
+    sums[2, 5] = np.nan  # expert 2 counted 2 tokens
+    path = tmp_path / "nan.gguf"
+    write_gguf(path, {"blk.1.ffn_up_exps.weight.in_sum2": sums, "blk.1.ffn_up_exps.weight.counts": COUNTS_EXPERTS},
+               arch=None)
+    with pytest.raises(SourceError) as err:
+        load_activations(str(path))
+    assert str(err.value) == (f"{path}: 'blk.1.ffn_up_exps.weight' has 1 NaN, Inf or negative values "
+                              "(matrix 2, 2 tokens); regenerate the statistics")
+
+
+def test_gguf_imatrix_nan_without_tokens_means_no_statistics(tmp_path):
+    sums = SUMS_EXPERTS.copy()
+    sums[1, :] = np.nan  # expert 1 counted no tokens: whatever its sums hold, it has no statistics
+    path = tmp_path / "zero.gguf"
+    write_gguf(path, {"blk.1.ffn_up_exps.weight.in_sum2": sums, "blk.1.ffn_up_exps.weight.counts": COUNTS_EXPERTS},
+               arch=None)
+    stats = load_activations(str(path))
+    assert stats.for_tensor("blk.1.ffn_up_exps.weight[1]", 32) is None
+    np.testing.assert_allclose(stats.for_tensor("blk.1.ffn_up_exps.weight[3]", 32), SUMS_EXPERTS[3] / 6.0, rtol=1e-7)
+
+
+def test_gguf_imatrix_negative_counts_are_rejected(tmp_path):
+    path = tmp_path / "neg.gguf"
+    write_gguf(path, {"blk.0.attn_q.weight.in_sum2": SUMS_Q, "blk.0.attn_q.weight.counts": np.array([-1.0], np.float32)},
+               arch=None)
+    with pytest.raises(SourceError) as err:
+        load_activations(str(path))
+    assert str(err.value) == (f"{path}: 'blk.0.attn_q.weight.counts' holds NaN, Inf or negative counts; "
+                              "regenerate the imatrix")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -1.0])
+def test_legacy_dat_bad_values_are_rejected(tmp_path, bad):
+    values = np.ones(64, np.float32)
+    values[[3, 9]] = bad
+    path = tmp_path / "imatrix.dat"
+    write_imatrix_dat(path, [("blk.0.attn_q.weight", 10, np.ones(64, np.float32)), ("blk.0.ffn_up.weight", 4, values)])
+    with pytest.raises(SourceError) as err:
+        load_activations(str(path))
+    assert str(err.value) == (f"{path}: 'blk.0.ffn_up.weight' has 2 NaN, Inf or negative values (4 calls); "
+                              "regenerate the statistics")
+
+
+def test_vector_file_nan_is_rejected_like_the_imatrix(tmp_path):
+    values = np.ones(32, np.float32)
+    values[0] = np.nan
+    path = tmp_path / "act.safetensors"
+    write_safetensors(path, {"blk.0.ffn_up.weight": ("F32", values)})
+    with pytest.raises(SourceError) as err:
+        load_activations(str(path))
+    assert str(err.value) == f"{path}: 'blk.0.ffn_up.weight' has 1 NaN, Inf or negative values; regenerate the statistics"
