@@ -42,6 +42,8 @@ _LEAF_ROLES = {
     "ffn_down_exps": "expert_down", "ffn_gate_shexp": "gate", "ffn_up_shexp": "up",
     "ffn_down_shexp": "down", "attn_q_a": "q_a", "attn_q_b": "q_b", "attn_kv_a_mqa": "kv_a",
     "attn_kv_b": "kv_b", "attn_k_b": "kv_b", "attn_v_b": "kv_b",
+    # GPT-2 (Conv1D modules; models/layouts.py reads them as (out, in))
+    "c_attn": "qkv", "q_attn": "q", "c_fc": "up",
     # BERT (MiniLM)
     "query": "q", "key": "k", "value": "v", "word_embeddings": "embed",
     "position_embeddings": "embed", "token_type_embeddings": "embed",
@@ -54,6 +56,7 @@ _PAIR_ROLES = {
     ("self_attention", "linear_0"): "qkv", ("self_attention", "linear_1"): "o",
     ("attention", "linear_0"): "q", ("attention", "linear_1"): "kv", ("attention", "linear_2"): "o",
     ("ffn", "linear_0"): "up", ("ffn", "linear_1"): "down", ("decoder", "embeddings"): "embed",
+    ("attn", "c_proj"): "o", ("mlp", "c_proj"): "down",
 }
 
 _LAYER = re.compile(r"(?:^|[./])(?:layers|layer|blk|h)[._/]?(\d+)(?:[./]|$)")

@@ -1,62 +1,159 @@
 """Hugging Face safetensors checkpoints: one file, a directory of them, or a sharded checkpoint.
 
-F32, F16 and BF16 tensors are read without torch (BF16 by its bit pattern). Every header entry
-is checked against the file size before anything is loaded, so a truncated or corrupt file
-gives a one-line error naming the tensor. Format: the safetensors specification
-(https://github.com/huggingface/safetensors, "Format"): u64 little-endian header size, a JSON
-header of ``{name: {dtype, shape, data_offsets}}``, then the data.
+F32, F16 and BF16 tensors are read without torch (BF16 by its bit pattern), FP8 ones with their
+scales (:mod:`models.fp8`). Each stored tensor becomes (out, in) matrices by one rule of
+:mod:`models.layouts`. Every header entry is checked against the file size before anything is
+loaded, so a truncated or corrupt file gives a one-line error naming the tensor. Format: the
+safetensors specification (https://github.com/huggingface/safetensors, "Format"): u64
+little-endian header size, a JSON header of ``{name: {dtype, shape, data_offsets}}``, then the data.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import struct
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from models import fp8, layouts
 from models.errors import SourceError
+from models.fp8 import FP8_DTYPES
+from models.layouts import Layout
 from models.source import TensorInfo, bf16_to_float32
 
-_SAFETENSORS_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
+_ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 """Float dtypes read from safetensors, with their size in bytes."""
+_NUMPY_DTYPE = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "F64": "<f8", "F8_E4M3": "u1", "F8_E5M2": "u1"}
+"""How each dtype's bytes are mapped (BF16 and FP8 as bit patterns, decoded on load)."""
 INDEX_NAME = "model.safetensors.index.json"
 _MAX_HEADER_BYTES = 100_000_000
+_SCALE_NAME = re.compile(r"(?:^|[._])(?:weight_scale|input_scale|weight_scale_inv|scale_inv)$")
+"""Quantization scales stored beside FP8 weights: never weights themselves."""
+
+
+class _Entry(NamedTuple):
+    """One tensor of a safetensors file, as its header describes it."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+    start: int
+    """Absolute byte offset of the data in the file."""
+
+
+@dataclass(frozen=True)
+class _Matrix:
+    """Where one (out, in) weight matrix comes from."""
+
+    file: Path
+    entry: _Entry
+    layout: Layout
+    scale: tuple[Path, _Entry] | None = None
+    """An FP8 weight's scale tensor."""
 
 
 class SafetensorsSource:
-    """One ``.safetensors`` file, a directory of them, or a sharded checkpoint with an index."""
+    """One ``.safetensors`` file, a directory of them, or a sharded checkpoint with an index.
+
+    Each stored tensor becomes (out, in) matrices by one rule of :mod:`models.layouts` (GPT-2
+    Conv1D and Flax kernels transposed, fused 3-D experts split per expert), read from the
+    ``config.json`` beside the checkpoint; FP8 weights are dequantized with their scales
+    (:mod:`models.fp8`) and flagged pre-quantized. ``label`` counts every non-default rule.
+    """
 
     def __init__(self, path: Path, label: str | None = None) -> None:
         self.path = path
-        self.label = label or str(path)
         index = path / INDEX_NAME if path.is_dir() else path if path.name.endswith(".index.json") else None
+        owner: dict[str, str] | None = None
         if index is not None and index.exists():
-            files = _shards(index)
+            files, owner = _shards(index)
         else:
             files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
         if not files:
             raise SourceError(f"{path}: no .safetensors files in this directory")
-        self._where: dict[str, Path] = {}
-        self._infos: list[TensorInfo] = []
+        entries: dict[str, tuple[Path, _Entry]] = {}
         for file in files:
-            for name, dtype, shape in _read_header(file):
-                if len(shape) == 2 and dtype in _SAFETENSORS_ITEMSIZE and min(shape) > 0:
-                    self._where[name] = file
-                    self._infos.append(TensorInfo(name, (shape[0], shape[1]), dtype))
+            for entry in _read_header(file):
+                if owner is not None and owner.get(entry.name, file.name) != file.name:
+                    continue  # the index says this name lives in another shard
+                if entry.name in entries:
+                    raise SourceError(
+                        f"{path}: tensor {entry.name!r} is in both {entries[entry.name][0].name} and {file.name}, "
+                        f"and no {INDEX_NAME} says which is current; remove the stray file or pass one file")
+                entries[entry.name] = (file, entry)
+        config = layouts.read_config(path)
+        self._block = _fp8_block(config, path)
+        self._matrices: dict[str, _Matrix] = {}
+        self._infos: list[TensorInfo] = []
+        rules: Counter[str] = Counter()
+        for name, (file, entry) in entries.items():
+            if entry.dtype not in _ITEMSIZE or _SCALE_NAME.search(name):
+                continue
+            scale = self._fp8_scale(entries, file, entry) if entry.dtype in FP8_DTYPES else None
+            for matrix_name, layout in layouts.matrices(name, entry.shape, config, file):
+                self._matrices[matrix_name] = _Matrix(file, entry, layout, scale)
+                self._infos.append(TensorInfo(matrix_name, layout.shape, entry.dtype, scale is not None, layout.rule))
+                rules[layout.rule] += layout.rule != layouts.LINEAR
+                rules[f"{entry.dtype} dequantized with its scales (pre-quantized)"] += scale is not None
+        notes = "; ".join(f"{n} tensors {rule}" for rule, n in rules.items() if n)
+        self.label = (label or str(path)) + (f" [{notes}]" if notes else "")
+
+    def _fp8_scale(self, entries: dict[str, tuple[Path, _Entry]], file: Path, entry: _Entry) -> tuple[Path, _Entry]:
+        """The scale tensor of FP8 weight ``entry``, checked against its shape."""
+        found = entries.get(entry.name + "_scale_inv") or entries.get(entry.name + "_scale")
+        if found is None:
+            raise SourceError(f"{file}: tensor {entry.name!r} is {entry.dtype} but has no "
+                              f"{entry.name + '_scale_inv'!r} block-scale tensor; sop-dse cannot dequantize it "
+                              "(add the scales, or dequantize the checkpoint first)")
+        if len(entry.shape) != 2:
+            raise SourceError(f"{file}: tensor {entry.name!r} is {entry.dtype} with shape {entry.shape}; only 2-D FP8 "
+                              "weights are read (dequantize the checkpoint first)")
+        scale_file, scale = found
+        if scale.dtype not in ("F32", "BF16", "F16") or fp8.scale_kind(
+                (entry.shape[0], entry.shape[1]), tuple(scale.shape), self._block) is None:
+            raise SourceError(f"{scale_file}: tensor {scale.name!r} has shape {scale.shape}, which is not the block "
+                              f"grid of weight {entry.shape} for blocks {list(self._block)}; give "
+                              "quantization_config.weight_block_size in config.json beside the checkpoint")
+        return found
 
     def infos(self) -> list[TensorInfo]:
         return list(self._infos)
 
     def load(self, name: str) -> np.ndarray:
-        file = self._where.get(name)
-        if file is None:
+        m = self._matrices.get(name)
+        if m is None:
             raise SourceError(f"{self.label}: no 2-D float tensor named {name!r}")
-        return _load_safetensor(file, name)
+        stored = _read_tensor(m.file, m.entry)
+        if m.layout.expert is not None:
+            stored = stored[m.layout.expert]
+        if m.scale is not None:
+            scale = _to_float32(_read_tensor(*m.scale), m.scale[1].dtype)
+            w = fp8.dequantize(np.asarray(stored), m.entry.dtype, scale, self._block)
+        else:
+            w = _to_float32(stored, m.entry.dtype)
+        # np.array copies: the result never aliases the read-only file mapping
+        return np.array(w.T if m.layout.transpose else w, dtype=np.float32, order="C")
 
 
-def _shards(index: Path) -> list[Path]:
-    """Shard files of a sharded checkpoint, checked against the index's weight_map."""
+def _fp8_block(config: dict[str, Any] | None, path: Path) -> tuple[int, int]:
+    """quantization_config.weight_block_size from config.json, or DeepSeek-V3's [128, 128]."""
+    quant = (config or {}).get("quantization_config") or {}
+    block = quant.get("weight_block_size") if isinstance(quant, dict) else None
+    if block is None:
+        return fp8.DEFAULT_BLOCK
+    if not (isinstance(block, list) and len(block) == 2 and all(isinstance(b, int) and b > 0 for b in block)):
+        raise SourceError(f"{path}: config.json quantization_config.weight_block_size must be two positive "
+                          f"integers (got {block!r})")
+    return block[0], block[1]
+
+
+def _shards(index: Path) -> tuple[list[Path], dict[str, str]]:
+    """Shard files of a sharded checkpoint and its weight_map (tensor -> shard), checked against each other."""
     try:
         weight_map = json.loads(index.read_text())["weight_map"]
         items = [(str(name), str(shard)) for name, shard in weight_map.items()]
@@ -71,15 +168,15 @@ def _shards(index: Path) -> list[Path]:
         if not file.exists():
             first = next(name for name, s in items if s == shard)
             raise SourceError(f"{index}: shard {shard!r} (tensor {first!r}) is missing; re-download it")
-        in_shard[shard] = {name for name, _, _ in _read_header(file)}
+        in_shard[shard] = {entry.name for entry in _read_header(file)}
     for name, shard in items:
         if name not in in_shard[shard]:
             raise SourceError(f"{index}: tensor {name!r} is not in its shard {shard!r}; re-download the checkpoint")
-    return [index.parent / shard for shard in shards]
+    return [index.parent / shard for shard in shards], dict(items)
 
 
-def _read_header(file: Path) -> list[tuple[str, str, list[int]]]:
-    """(name, dtype, shape) of every tensor, read from the JSON header without loading data.
+def _read_header(file: Path) -> list[_Entry]:
+    """Every tensor's header entry, read without loading data.
 
     Checks every entry against the file: a truncated file or corrupt entry names the tensor.
     """
@@ -112,36 +209,24 @@ def _read_header(file: Path) -> list[tuple[str, str, list[int]]]:
             begin, end = (int(x) for x in meta["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise SourceError(f"{file}: tensor {name!r} has a corrupt header entry; re-download the file") from None
-        itemsize = _SAFETENSORS_ITEMSIZE.get(dtype)
+        itemsize = _ITEMSIZE.get(dtype)
         if itemsize is not None and end - begin != int(np.prod(shape, dtype=np.int64)) * itemsize:
             raise SourceError(f"{file}: tensor {name!r} has a corrupt header entry "
                               f"({end - begin} bytes for shape {shape} {dtype}); re-download the file")
         if 8 + size + end > file_size:
             raise SourceError(f"{file}: tensor {name!r} is truncated (file too short)")
-        out.append((name, dtype, shape))
+        out.append(_Entry(name, dtype, shape, 8 + size + begin))
     return out
 
 
-def _load_safetensor(file: Path, name: str) -> np.ndarray:
-    from safetensors import SafetensorError, safe_open
-
+def _read_tensor(file: Path, entry: _Entry) -> np.ndarray:
+    """The stored array (memory-mapped: slicing one expert reads only its bytes)."""
     try:
-        with safe_open(str(file), framework="numpy") as fh:
-            if fh.get_slice(name).get_dtype() == "BF16":
-                return _bf16_tensor(file, name)
-            array = fh.get_tensor(name)
-    except (SafetensorError, OSError, ValueError) as err:
-        raise SourceError(f"{file}: tensor {name!r} cannot be read ({err})") from None
-    return np.ascontiguousarray(array, dtype=np.float32)
+        return np.memmap(file, dtype=_NUMPY_DTYPE[entry.dtype], mode="r", offset=entry.start,
+                         shape=tuple(entry.shape))
+    except (OSError, ValueError) as err:
+        raise SourceError(f"{file}: tensor {entry.name!r} cannot be read ({err})") from None
 
 
-def _bf16_tensor(file: Path, name: str) -> np.ndarray:
-    with open(file, "rb") as fh:
-        (size,) = struct.unpack("<Q", fh.read(8))
-        meta = json.loads(fh.read(size))[name]
-        begin, end = meta["data_offsets"]
-        fh.seek(8 + size + begin)
-        raw = np.frombuffer(fh.read(end - begin), dtype="<u2")
-    if raw.size != int(np.prod(meta["shape"])):
-        raise SourceError(f"{file}: tensor {name!r} is truncated")
-    return bf16_to_float32(raw).reshape(meta["shape"])
+def _to_float32(stored: np.ndarray, dtype: str) -> np.ndarray:
+    return bf16_to_float32(np.asarray(stored)) if dtype == "BF16" else np.asarray(stored, dtype=np.float32)

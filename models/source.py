@@ -25,6 +25,8 @@ class TensorInfo:
     """Dtype as stored in the source: F32, F16, BF16, Q4_1..."""
     prequantized: bool = False
     """Stored in a quantized type: absolute errors measured on it are biased."""
+    layout: str = "(out, in)"
+    """How the stored tensor became this (out, in) matrix (models/layouts.py), e.g. a transposed Conv1D."""
 
     @property
     def numel(self) -> int:

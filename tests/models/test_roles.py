@@ -25,6 +25,12 @@ CASES = [
     ("token_embd.weight", "embed", None, None),
     ("output.weight", "lm_head", None, None),
     ("output_norm.weight", "other", None, None),
+    # GPT-2 (Conv1D) and fused experts in safetensors
+    ("transformer.h.5.attn.c_attn.weight", "qkv", 5, None),
+    ("h.5.attn.c_proj.weight", "o", 5, None),
+    ("h.5.mlp.c_fc.weight", "up", 5, None),
+    ("h.5.mlp.c_proj.weight", "down", 5, None),
+    ("model.layers.2.mlp.experts.down_proj[7]", "expert_down", 2, 7),
     # MiniLM / BERT
     ("encoder.layer.2.attention.self.value.weight", "v", 2, None),
     ("encoder.layer.2.attention.output.dense.weight", "o", 2, None),
