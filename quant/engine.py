@@ -47,6 +47,9 @@ _FOUR_OVER_SIX = ((1.0, Rounding.NEAREST_EVEN), (1.5, Rounding.NEAREST_EVEN))
 
 T = TypeVar("T")
 _F32_TINY = float(np.finfo(np.float32).tiny)
+# Tensor amax range whose squared residuals fit float32 as they are: 2**-30 leaves residuals
+# down to 2**-30 x 2**-33 of the largest weight above float32's smallest normal square root (2**-63).
+_PLAIN_AMAX = (2.0**-30, 2.0**30)
 
 
 @dataclass(frozen=True)
@@ -87,9 +90,10 @@ class _Plan:
     outlier_factor: float | None
     """OPQ threshold in units of the block's sample std, or None."""
     err_unit: np.float32 = np.float32(1.0)
-    """Residuals are squared and compared in units of the tensor's largest weight: a power of two,
-    so every comparison is an exact rescaling of the plain one, and squares of weights near
-    1e-22 or 1e37 stay inside float32's range instead of flushing to 0 or overflowing."""
+    """Residuals are multiplied by this before they are squared and compared. For weights beyond
+    2**+-30 it is 2**-floor(log2(amax)), a power of two, so every comparison is an exact rescaling
+    of the plain one, and squares of weights near 1e-22 or 1e37 stay inside float32's range
+    instead of flushing to 0 or overflowing; otherwise 1."""
     residual_cut: float | None = None
     """Store aside every element whose (weighted, ``err_unit``-scaled) squared residual exceeds this, or None."""
 
@@ -140,9 +144,9 @@ def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads:
 
 
 def _err_unit(amax: float) -> np.float32:
-    """2**-floor(log2(amax)), within float32's normal range (1 for an all-zero tensor): see
-    ``_Plan.err_unit``."""
-    if amax == 0.0:
+    """1 for ordinary weights (no extra multiply, the plain comparisons), else
+    2**-floor(log2(amax)) within float32's normal range: see ``_Plan.err_unit``."""
+    if amax == 0.0 or _PLAIN_AMAX[0] <= amax <= _PLAIN_AMAX[1]:
         return np.float32(1.0)
     return np.float32(2.0 ** min(127, max(-126, 1 - math.frexp(amax)[1])))
 
@@ -276,7 +280,7 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
     chunk, err = _best_of_trials(blocks, plan, select_h, want_codes)
     if plan.outlier_factor is None:
         return chunk
-    outliers = _outlier_mask(blocks * plan.err_unit, plan.outlier_factor)
+    outliers = _outlier_mask(blocks if plan.err_unit == 1 else blocks * plan.err_unit, plan.outlier_factor)
     kept = np.where(outliers, np.float32(0.0), blocks)
     alt, _ = _best_of_trials(kept, plan, select_h, want_codes)
     alt.w_hat = np.where(outliers, _bf16(blocks), alt.w_hat)
@@ -353,7 +357,8 @@ def _finish(blocks: np.ndarray, chunk: _Chunk, plan: _Plan, h: np.ndarray | None
 def _residual_score(blocks: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None, unit: np.float32) -> np.ndarray:
     """Per-element (h-weighted) squared residual, the residual measured in units of ``1/unit``."""
     r: np.ndarray = w_hat - blocks
-    r *= unit
+    if unit != 1:
+        r *= unit
     r *= r
     if h is not None:
         r *= h
