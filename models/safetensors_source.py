@@ -32,6 +32,8 @@ _NUMPY_DTYPE = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "F64": "<f8", "F8_E4M
 """How each dtype's bytes are mapped (BF16 and FP8 as bit patterns, decoded on load)."""
 INDEX_NAME = "model.safetensors.index.json"
 _MAX_HEADER_BYTES = 100_000_000
+_PACKED_DTYPES = frozenset({"I8", "U8", "I16", "U16", "I32", "U32"})
+"""Integer weights: packed codes of a quantized checkpoint, never plain weights."""
 _SCALE_NAME = re.compile(r"(?:^|[._])(?:weight_scale|input_scale|weight_scale_inv|scale_inv)$")
 """Quantization scales stored beside FP8 weights: never weights themselves."""
 
@@ -92,6 +94,10 @@ class SafetensorsSource:
         self._infos: list[TensorInfo] = []
         rules: Counter[str] = Counter()
         for name, (file, entry) in entries.items():
+            if entry.dtype in _PACKED_DTYPES and len(entry.shape) == 2 and name.endswith(("weight", ".qweight")):
+                raise SourceError(f"{file}: tensor {name!r} is stored as {entry.dtype}, a packed quantized weight "
+                                  "(GPTQ, AWQ, bitsandbytes) sop-dse cannot decode; dequantize the checkpoint to "
+                                  "F16/BF16 first")
             if entry.dtype not in _ITEMSIZE or _SCALE_NAME.search(name):
                 continue
             scale = self._fp8_scale(entries, file, entry) if entry.dtype in FP8_DTYPES else None

@@ -319,3 +319,16 @@ def test_the_index_decides_when_a_stray_file_repeats_tensors(tmp_path, capsys):
     np.testing.assert_array_equal(source.load("a.q_proj.weight"), w)
     rows = _measure_json(capsys, tmp_path)
     assert rows["*"]["numel"] == 2 * 32 * 32
+
+
+def test_packed_integer_weights_are_refused_not_replaced_by_their_scales(tmp_path):
+    """A GPTQ layer: I32 qweight, F16 scales (groups, out); the scales must not pass for weights."""
+    write_safetensors(tmp_path / "m.safetensors", {
+        "a.q_proj.qweight": ("I32", np.zeros((8, 64), np.int32)),
+        "a.q_proj.scales": ("F16", np.ones((2, 64), np.float16)),
+    })
+    with pytest.raises(SourceError) as err:
+        open_source(str(tmp_path / "m.safetensors"))
+    assert str(err.value) == (f"{tmp_path / 'm.safetensors'}: tensor 'a.q_proj.qweight' is stored as I32, a packed "
+                              "quantized weight (GPTQ, AWQ, bitsandbytes) sop-dse cannot decode; dequantize the "
+                              "checkpoint to F16/BF16 first")
