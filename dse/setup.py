@@ -108,13 +108,16 @@ def _build(s: Scenario, broken: frozenset[str]) -> tuple[Setup | None, list[str]
                     tensors = None
                     break
     acts: dict[str, np.ndarray] = {}
+    unreadable = False
     if tensors and s.activations is not None:
         try:
             acts = activation_vectors(s, tensors)
         except SourceError as err:
             problems.append(f"model.activations: {err}")
+            unreadable = True  # reported once here, not again as "no statistics" for every tensor
     lut_bits = None if hw is None else {c.name: _lut_bits(c, hw) for c in s.candidates}
-    facts = None if tensors is None else [TensorFacts(t.name, t.role, t.shape[1], t.name in acts) for t in tensors]
+    facts = None if tensors is None else [TensorFacts(t.name, t.role, t.shape[1], unreadable or t.name in acts)
+                                          for t in tensors]
     problems += cross_problems(s, facts, lut_bits)
     if problems or hw is None or tensors is None:
         return None, problems

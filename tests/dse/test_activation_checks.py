@@ -47,8 +47,8 @@ def test_act_sse_without_activations(tmp_path, capsys):
     path = _scenario(tmp_path)
     assert main(["validate", str(path)]) == 2
     assert capsys.readouterr().err == (
-        f"dse: error: {path}: objective.metric: act_sse needs model.activations (an imatrix .gguf/.dat, a "
-        ".safetensors/.npz of vectors, or minilm); set it or use metric sse\n")
+        f"dse: error: {path}: objective.metric: act_sse needs model.activations (per-channel statistics); "
+        "add them or use metric sse\n")
 
 
 def test_bad_statistics_are_caught_by_validate(tmp_path, capsys):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dse.cli import main
-from dse.explore import resolve_hardware
+from dse.setup import resolve_hardware
 from dse.scenario import load_scenario
 from hwcost import load_hardware
 from hwcost.errors import HardwareError
