@@ -34,7 +34,7 @@ INDEX_NAME = "model.safetensors.index.json"
 _MAX_HEADER_BYTES = 100_000_000
 _PACKED_DTYPES = frozenset({"I8", "U8", "I16", "U16", "I32", "U32"})
 """Integer weights: packed codes of a quantized checkpoint, never plain weights."""
-_SCALE_NAME = re.compile(r"(?:^|[._])(?:weight_scale|input_scale|weight_scale_inv|scale_inv)$")
+_SCALE_NAME = re.compile(r"(?:^|[._])(?:weight_scale|input_scale|scale_inv)$")
 """Quantization scales stored beside FP8 weights: never weights themselves."""
 
 
