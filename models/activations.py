@@ -207,9 +207,10 @@ def _check_values(path: Path, name: str, values: np.ndarray, where: str) -> None
 @functools.cache  # a forward pass over the calibration text: computed once per process
 def minilm_activations() -> ActivationStats:
     """Mean squared input activations of every MiniLM linear layer on the built-in calibration text."""
-    from models.minilm import CALIBRATION_TEXT, encode
+    from models.minilm import encode
+    from models.texts import CALIBRATION
 
-    vectors = encode(CALIBRATION_TEXT).mean_sq
+    vectors = encode(CALIBRATION).mean_sq
     for vector in vectors.values():
         vector.setflags(write=False)  # shared by every caller in the process
     return ActivationStats("minilm (computed on the built-in calibration text)", vectors)

