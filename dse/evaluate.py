@@ -1,0 +1,164 @@
+"""End-to-end output error of quantized assignments: quantize every tensor, dequantize, run the model.
+
+Library API (``dse evaluate`` and the validation step of ``dse explore`` are thin layers over it)::
+
+    from dse.evaluate import evaluate_assignments
+    [result] = evaluate_assignments("minilm", [{"encoder.layer.0.output.dense.weight": "E2M1sE4M3", ...}])
+    result.output_error, result.bpw
+
+Only the weight matrices named in an assignment are quantized; the others (and all vectors:
+norms, biases) keep their reference values. Results are cached by (model, text, assignment),
+written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dse.atomic import write_atomic
+from dse.sensitivity import model_fingerprint
+from quant.errors import DseError
+
+EVALUATION_VERSION = "sop-dse-evaluate-1"  # bump when forward passes or quantizers change numbers
+_RECONSTRUCTION_BUDGET_BYTES = 1 << 31
+"""Dequantized tensors kept per worker for reuse across assignments (front points share many)."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Measured output of one quantized assignment on a text set."""
+
+    output_error: float
+    """Encoder: mean 1 - cos of sentence embeddings; decoder: mean KL(ref || quantized), nats/token."""
+    metric: str
+    bpw: float
+    """Bits per weight over the assigned tensors (sparse entries included)."""
+    perplexity: float | None = None
+    """Decoder only: perplexity of the quantized model on the text."""
+    reference_perplexity: float | None = None
+    """Decoder only: perplexity of the unquantized (reference) model on the text."""
+
+
+_WORKER: dict[str, object] = {}
+
+
+def _init_worker(spec: str, texts: tuple[str, ...]) -> None:
+    from models.forward import open_output_model
+
+    model = open_output_model(spec)
+    _WORKER.update(model=model, prepared=model.prepare(texts, "held_out"), recon={}, recon_bytes=0)
+
+
+def _reconstruct(tensor: str, candidate: str) -> tuple[np.ndarray, float]:
+    """Dequantized ``tensor`` under ``candidate`` and its exact storage bits (kept for reuse)."""
+    from quant import dequantize, parse_candidate, quantize
+
+    recon: dict = _WORKER["recon"]  # type: ignore[assignment]
+    hit = recon.get((tensor, candidate))
+    if hit is not None:
+        return hit
+    c = parse_candidate(candidate)
+    w = _WORKER["model"].reference_weight(tensor)  # type: ignore[attr-defined]
+    q = quantize(w, c, name=tensor, threads=1)
+    out = (dequantize(q), c.bits(w.size, int(q.sparse_index.size)).total_bits)
+    if int(_WORKER["recon_bytes"]) + out[0].nbytes <= _RECONSTRUCTION_BUDGET_BYTES:  # type: ignore[call-overload]
+        recon[(tensor, candidate)] = out
+        _WORKER["recon_bytes"] = int(_WORKER["recon_bytes"]) + out[0].nbytes  # type: ignore[call-overload]
+    return out
+
+
+def _evaluate_one(assignment: dict[str, str]) -> Evaluation:
+    model, prepared = _WORKER["model"], _WORKER["prepared"]
+    overrides, bits, numel = {}, 0.0, 0
+    for tensor, candidate in assignment.items():
+        w_hat, b = _reconstruct(tensor, candidate)
+        overrides[tensor] = w_hat
+        bits += b
+        numel += w_hat.size
+    error = model.error(prepared, overrides)  # type: ignore[attr-defined]
+    if model.kind == "decoder":  # type: ignore[attr-defined]
+        return Evaluation(error, model.metric, bits / numel, model.perplexity(prepared, overrides),  # type: ignore[attr-defined]
+                          model.perplexity(prepared))  # type: ignore[attr-defined]
+    return Evaluation(error, model.metric, bits / numel)  # type: ignore[attr-defined]
+
+
+def _key(prefix: str, assignment: Mapping[str, str]) -> str:
+    return hashlib.blake2b(f"{prefix}|{sorted(assignment.items())!r}".encode(), digest_size=16).hexdigest()
+
+
+def evaluate_assignments(spec: str, assignments: Sequence[Mapping[str, str]], texts: Sequence[str] | None = None, *,
+                         cache_root: Path | None = None, jobs: int | None = None,
+                         on_done: Callable[[int, int], None] | None = None) -> list[Evaluation]:
+    """Measured output error of each assignment (tensor name in ``spec`` -> candidate name).
+
+    Args:
+        spec: weight source with a forward pass (:func:`models.forward.open_output_model`).
+        assignments: tensor -> candidate name, one mapping per point.
+        texts: the text set (default: the built-in held-out sentences).
+        cache_root: cache directory (entries in ``<cache_root>/evaluations``); None: no cache.
+        jobs: worker processes (default: all cores, at most one per uncached assignment).
+        on_done: progress callback ``(done, total)``.
+    """
+    from models.texts import HELD_OUT
+
+    texts = tuple(texts or HELD_OUT)
+    prefix = f"{EVALUATION_VERSION}|{model_fingerprint(spec)}|{hashlib.blake2b(chr(10).join(texts).encode()).hexdigest()}"
+    results: list[Evaluation | None] = [None] * len(assignments)
+    paths = [None if cache_root is None else cache_root / "evaluations" / f"{_key(prefix, a)}.json"
+             for a in assignments]
+    for i, path in enumerate(paths):
+        if path is not None and path.exists():
+            try:
+                results[i] = Evaluation(**json.loads(path.read_text()))
+            except (json.JSONDecodeError, TypeError):
+                results[i] = None  # unreadable entry: evaluated again
+    todo = [i for i, r in enumerate(results) if r is None]
+    done = len(assignments) - len(todo)
+    if on_done:
+        on_done(done, len(assignments))
+
+    def store(i: int, evaluation: Evaluation) -> None:
+        nonlocal done
+        results[i] = evaluation
+        if paths[i] is not None:
+            write_atomic(paths[i], json.dumps(asdict(evaluation)))  # type: ignore[arg-type]
+        done += 1
+        if on_done:
+            on_done(done, len(assignments))
+
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
+    if todo and jobs == 1:
+        _init_worker(spec, texts)
+        for i in todo:
+            store(i, _evaluate_one(dict(assignments[i])))
+        _WORKER.clear()
+    elif todo:
+        # contiguous slices per worker: neighbouring front points share most reconstructions
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(spec, texts)) as pool:
+            for i, evaluation in zip(todo, pool.map(_evaluate_one, [dict(assignments[i]) for i in todo],
+                                                    chunksize=max(1, len(todo) // jobs))):
+                store(i, evaluation)
+    return [r for r in results if r is not None]
+
+
+def uniform_assignment(spec: str, candidate: str) -> dict[str, str]:
+    """``candidate`` on every weight matrix of the source; an error names a tensor it cannot take."""
+    from models.sources import open_source
+    from quant import parse_candidate
+
+    c = parse_candidate(candidate)
+    out = {}
+    for info in open_source(spec).infos():
+        if c.block_size is not None and info.shape[1] % c.block_size:
+            raise DseError(f"{c.name}: block {c.block_size} does not divide the {info.shape[1]} columns of "
+                           f"{info.name!r}; pick a block size that divides every row")
+        out[info.name] = c.name
+    return out
