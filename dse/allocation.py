@@ -17,6 +17,7 @@ import pandas as pd
 from dse.cache import SolutionCache
 from dse.ilp import Solver, sweep
 from dse.pareto import lagrangian_front, pareto_points
+from dse.output import Validation
 from dse.problem import Point, Problem
 from dse.scenario import Scenario, ScenarioError
 from dse.setup import Tensor
@@ -41,6 +42,8 @@ class FrontPoint:
     budget_bpw: float | None
     assignment: dict[str, str]
     """tensor name -> candidate name."""
+    validation: Validation | None = None
+    """Measured output on the held-out text (models with a forward pass)."""
 
 
 @dataclass(frozen=True)

@@ -238,7 +238,8 @@ def measure_table(s: Scenario, built: Setup, executor: Executor,
 
 
 def metric_error(stats: ErrorStats, metric: str) -> float:
-    """The optimizer's per-tensor error under ``metric`` (sse, act_sse or rel_mse)."""
+    """The optimizer's per-tensor error under ``metric`` (sse, act_sse or rel_mse; ``output`` starts from
+    the squared error, which dse.output scales by each tensor's gain)."""
     if metric == "act_sse":
         return stats.hsum_d2
     if metric == "rel_mse":

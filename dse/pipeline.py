@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
 from dse.allocation import FrontPoint, baselines, build_problem, solve_front
 from dse.executor import open_executor
 from dse.measurement import measure_table
+from dse.output import can_validate, flag_and_filter, output_table, validate
 from dse.scenario import Scenario
 from dse.setup import Tensor, setup
 
@@ -39,6 +40,8 @@ class ExploreResult:
     baselines: tuple[FrontPoint, ...]
     """Each candidate applied to every tensor (where it applies to all)."""
     skipped_sources: tuple[str, ...]
+    dominated: tuple[FrontPoint, ...] = ()
+    """Validated points that measured worse than a cheaper point: reported, not exported."""
 
     def front_frame(self, *, uniform: bool = False) -> pd.DataFrame:
         """The front as a table, one row per point, by increasing bpw.
@@ -62,7 +65,8 @@ class ExploreResult:
 def explore(s: Scenario, *, jobs: int | None = None, scheduler: str | None = None,
             on_tensor: Callable[[Tensor], None] | None = None,
             on_start: Callable[[int], None] | None = None,
-            on_executor: Callable[[str], None] | None = None) -> ExploreResult:
+            on_executor: Callable[[str], None] | None = None,
+            on_stage: Callable[[str, int, int], None] | None = None) -> ExploreResult:
     """Run a scenario end to end.
 
     Args:
@@ -72,6 +76,8 @@ def explore(s: Scenario, *, jobs: int | None = None, scheduler: str | None = Non
         on_executor: called with where the measurement runs (e.g. 'Dask tcp://..., 8 workers').
         on_start: called with the number of tensors before measuring.
         on_tensor: called as each tensor is measured (progress).
+        on_stage: ``(stage, done, total)`` progress of the forward-pass stages ('sensitivity',
+            'validation'; models with a forward pass, see dse.output).
     Raises:
         ScenarioError: every problem of the scenario at once, before anything is measured.
     """
@@ -84,11 +90,25 @@ def explore(s: Scenario, *, jobs: int | None = None, scheduler: str | None = Non
         if on_executor:
             on_executor(executor.label)
         table = measure_table(s, built, executor, on_tensor=on_tensor)
+    if s.metric == "output":  # predicted output error: measured gain x squared error
+        table = output_table(s, built.tensors, table, s.input_path, jobs=jobs,
+                             on_progress=lambda d, n: on_stage and on_stage("sensitivity", d, n))
     # 3. allocate: the knapsack, its front at every budget, and the uniform baselines, costed by hwcost
     allocation = build_problem(s, built.tensors, table, built.hardware)
     front = solve_front(s, allocation, built.hardware)
     uniform = baselines(s, allocation, built.hardware)
-    return ExploreResult(s, built.tensors, table, tuple(front), tuple(uniform), built.skipped_sources)
+    if not can_validate(s, built.tensors, s.input_path):
+        return ExploreResult(s, built.tensors, table, tuple(front), tuple(uniform), built.skipped_sources)
+    # 4. validate: every requested budget and every uniform format, measured end to end
+    front = [p for p in front if p.budget_bpw is not None]
+    checks = validate(s, built.tensors, front + uniform, s.input_path, jobs=jobs,
+                      on_progress=lambda d, n: on_stage and on_stage("validation", d, n))
+    flagged, keep = flag_and_filter(front, checks[:len(front)])
+    points = [replace(p, validation=v) for p, v in zip(front, flagged)]
+    kept = [points[i] for i in keep]
+    return ExploreResult(s, built.tensors, table, tuple(kept),
+                         tuple(replace(p, validation=v) for p, v in zip(uniform, checks[len(front):])),
+                         built.skipped_sources, tuple(p for p in points if p not in kept))
 
 
 def bpw_label(bpw: float) -> str:

@@ -23,17 +23,25 @@ from dse.pipeline import ExploreResult, bpw_label
 from dse.render import fmt_sci, table
 
 CONFIG_VERSION = 1
-PLOT_VERSION = 2  # bump when plot_front draws differently: a cached plot is then redrawn
+PLOT_VERSION = 3  # bump when plot_front draws differently: a cached plot is then redrawn
 
 
 def point_record(p: FrontPoint) -> dict[str, Any]:
-    return {
+    out = {
         "bpw": p.bpw, "error": p.error, "energy_j_per_token": p.energy_j_per_token,
         "tokens_per_s": p.tokens_per_s, "bytes_per_token": p.bytes_per_token,
         "decode_area_mm2": p.decode_area_mm2, "source": p.source, "budget_bpw": p.budget_bpw,
         "formats": dict(sorted(Counter(p.assignment.values()).items())),
         "assignment": dict(sorted(p.assignment.items())),
     }
+    v = p.validation
+    if v is not None:  # measured end to end on the held-out text
+        out.update(measured_output_error=v.measured, measured_metric=v.metric, perplexity=v.perplexity,
+                   reference_perplexity=v.reference_perplexity, worse_than_bpw=v.worse_than)
+    return out
+
+
+VALIDATION_COLUMNS = ["measured_output_error", "measured_metric", "perplexity", "worse_than_bpw"]
 
 
 def write_outputs(result: ExploreResult) -> list[Path]:
@@ -47,13 +55,14 @@ def write_outputs(result: ExploreResult) -> list[Path]:
     meta = {"scenario": str(s.path), "metric": s.metric, "hardware": s.hardware.label,
             "weights": list(s.weights), "skipped_sources": list(result.skipped_sources)}
     pareto = {"meta": meta, "front": [point_record(p) for p in result.front],
+              "dominated": [point_record(p) for p in result.dominated],
               "baselines": [{k: v for k, v in point_record(p).items() if k != "assignment"} | {
                   "candidate": next(iter(p.assignment.values()))} for p in result.baselines]}
     path = out / "pareto.json"
     write_atomic(path, json.dumps(pareto, indent=1, allow_nan=False, default=_json_default) + "\n")
     written.append(path)
     columns = ["bpw", "error", "energy_j_per_token", "tokens_per_s", "bytes_per_token", "decode_area_mm2",
-               "source", "budget_bpw"]
+               "source", "budget_bpw"] + (VALIDATION_COLUMNS if _validated(result) else [])
     lines = [",".join(columns + ["formats"])]
     for p in result.front:
         r = point_record(p)
@@ -76,10 +85,18 @@ def write_outputs(result: ExploreResult) -> list[Path]:
     return written
 
 
+def _validated(result: ExploreResult) -> bool:
+    return any(p.validation is not None for p in result.front)
+
+
+def _measured(p: FrontPoint) -> float:
+    return p.validation.measured if p.validation is not None else float("nan")
+
+
 def _plot_key(result: ExploreResult) -> str:
     from dse.cache import content_hash
 
-    data = [(p.bpw, p.error) for p in result.front] + [(p.bpw, p.error) for p in result.baselines]
+    data = [(p.bpw, p.error, _measured(p)) for p in result.front + result.dominated + result.baselines]
     import numpy as np
 
     return content_hash(np.array(data)) + repr([next(iter(p.assignment.values())) for p in result.baselines])
@@ -125,6 +142,20 @@ def plot_front(result: ExploreResult, path: Path) -> Path:
     ax.set_xlabel("bits per weight [bit]")
     ax.set_ylabel(f"{_metric_label(result.scenario.metric)}, summed over tensors")
     ax.set_yscale("log")
+    if _validated(result):  # measured output on a second axis: its units differ unless metric is output
+        measured = ax.twinx()
+        checked = sorted(result.front + result.dominated, key=lambda p: p.bpw)
+        measured.plot([p.bpw for p in checked], [_measured(p) for p in checked], "s", ms=4, mfc="none",
+                      color="tab:green", label="measured output error (held-out text)")
+        measured.scatter([p.bpw for p in result.baselines], [_measured(p) for p in result.baselines], marker="+",
+                         color="tab:green", label="measured, one format everywhere")
+        flagged = [p for p in result.dominated]
+        if flagged:
+            measured.scatter([p.bpw for p in flagged], [_measured(p) for p in flagged], marker="v", color="tab:orange",
+                             zorder=4, label="worse than a cheaper point (not exported)")
+        measured.set_yscale("log")
+        measured.set_ylabel(f"measured {_measured_label(result)}", color="tab:green")
+        measured.legend(loc="lower left", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(f"{result.scenario.path.name}: error vs storage", fontsize=10)
     ax.legend(loc="upper right", fontsize=8)
@@ -155,7 +186,20 @@ def _spread_labels(points: list[tuple[float, float]], gap_decades: float = 0.05)
 
 def _metric_label(metric: str) -> str:
     return {"sse": "squared error", "act_sse": "activation-weighted squared error",
-            "rel_mse": "elements x relative MSE"}[metric]
+            "rel_mse": "elements x relative MSE", "output": "predicted output error (gain x squared error)"}[metric]
+
+
+def _measured_label(result: ExploreResult) -> str:
+    metric = next(p.validation.metric for p in result.front if p.validation is not None)
+    return "1 - cos of sentence embeddings" if metric == "1-cos" else "KL [nats/token]"
+
+
+def _fmt_measured(p: FrontPoint) -> str:
+    if p.validation is None:
+        return "-"
+    if p.validation.metric == "1-cos":
+        return f"{p.validation.measured * 1e6:,.0f} ppm"
+    return f"{p.validation.measured:.4g}"
 
 
 def _csv(v: Any) -> str:
@@ -173,26 +217,34 @@ def _json_default(v: Any) -> Any:
 
 
 def front_rows(result: ExploreResult) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
-    """The cells :func:`print_front` prints: the front's ILP points, and the uniform baselines."""
+    """The cells :func:`print_front` prints: the front's ILP points (with the dominated ones when
+    validated), and the uniform baselines."""
+    validated = _validated(result)
     rows = []
-    for p in result.front:
+    for p in sorted(result.front + result.dominated, key=lambda p: p.bpw):
         if not p.source.startswith("ilp"):
             continue  # hull vertices between budgets are in pareto.csv and the plot
         formats = Counter(p.assignment.values()).most_common(3)
-        rows.append(_cells(p, p.source, ", ".join(f"{n} x{k}" for n, k in formats)))
-    return rows, [_cells(p, "uniform", next(iter(p.assignment.values()))) for p in result.baselines]
+        point = p.source
+        if p in result.dominated:  # measured worse than a cheaper point: not exported
+            worse = p.validation.worse_than if p.validation else None
+            point = "dominated" if worse is None else f"dominated (worse than {worse:.4f})"
+        rows.append(_cells(p, point, ", ".join(f"{n} x{k}" for n, k in formats), validated))
+    return rows, [_cells(p, "uniform", next(iter(p.assignment.values())), validated) for p in result.baselines]
 
 
-def _cells(p: FrontPoint, point: str, formats: str) -> tuple[str, ...]:
-    return (f"{p.bpw:.4f}", fmt_sci(p.error), f"{p.energy_j_per_token * 1e3:.4g}", f"{p.tokens_per_s:,.0f}",
-            f"{p.decode_area_mm2:.4f}", point, formats)
+def _cells(p: FrontPoint, point: str, formats: str, validated: bool) -> tuple[str, ...]:
+    measured = (_fmt_measured(p),) if validated else ()
+    return (f"{p.bpw:.4f}", fmt_sci(p.error), *measured, f"{p.energy_j_per_token * 1e3:.4g}",
+            f"{p.tokens_per_s:,.0f}", f"{p.decode_area_mm2:.4f}", point, formats)
 
 
 def print_front(console: Console, result: ExploreResult) -> None:
     """The front beside the uniform baselines."""
+    measured = [f"measured {'1-cos' if 'cos' in _measured_label(result) else 'KL'}"] if _validated(result) else []
     t = table(f"Pareto front: {result.scenario.path.name} ({_metric_label(result.scenario.metric)})",
-              ["bpw [bit]", "error", "energy [mJ/token]", "tokens/s (bound)", "decode area [mm2]", "point", "formats used"],
-              left=0)
+              ["bpw [bit]", "error", *measured, "energy [mJ/token]", "tokens/s (bound)", "decode area [mm2]", "point",
+               "formats used"], left=0)
     front, uniform = front_rows(result)
     for row in front:
         t.add_row(*row)

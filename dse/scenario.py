@@ -44,6 +44,8 @@ class ModelSection(_Strict):
     exclude: str | None = Field(default=None, description="regex: drop tensors whose name matches")
     sample_fraction: float | None = Field(default=None, gt=0, le=1,
                                           description="measure a seeded sample of rows per tensor (large models)")
+    sensitivity: str | None = Field(default=None, description="per-tensor output gains (CSV or JSON) for "
+                                                              "objective.metric: output, measured elsewhere")
 
 
 class ProductSection(_Strict):
@@ -68,9 +70,13 @@ class HardwareSection(_Strict):
 
 
 class ObjectiveSection(_Strict):
-    metric: Literal["sse", "act_sse", "rel_mse"] = Field(
+    metric: Literal["sse", "act_sse", "rel_mse", "output"] = Field(
         default="sse", description="per-tensor error summed by the optimizer: squared error, "
-                                   "activation-weighted squared error, or numel x relative MSE")
+                                   "activation-weighted squared error, numel x relative MSE, or the "
+                                   "predicted model output error (measured gain x squared error)")
+    output_errors: Literal["gain", "table"] = Field(
+        default="gain", description="output metric: one measured gain per tensor, or the measured output "
+                                    "error of every (tensor, candidate) pair (small models)")
 
 
 class BpwRange(_Strict):
@@ -99,6 +105,8 @@ class BudgetsSection(_Strict):
 class OutputSection(_Strict):
     dir: str = Field(default="out", description="output directory (dse explore --out overrides)")
     plot: bool = True
+    validation: bool = Field(default=True, description="measure every requested-budget point end to end on "
+                                                     "held-out text (models with a forward pass)")
     cache_dir: str | None = Field(default=None, description="measurement cache; default <dir>/../.dse-cache")
 
 
@@ -158,15 +166,18 @@ class Scenario:
     include: str | None
     exclude: str | None
     sample_fraction: float | None
+    sensitivity: str | None
     candidates: tuple[Candidate, ...]
     hardware: HardwareSpec
     metric: str
+    output_errors: str
     budgets_bpw: tuple[float, ...]
     energy_j_per_token_max: float | None
     decode_area_mm2_max: float | None
     groups: tuple[tuple[str, ...], ...]
     output_dir: Path
     plot: bool
+    validate: bool
     cache_dir: Path
     solver_backend: str
     solver_time_limit_s: float
@@ -253,6 +264,9 @@ def parse(raw: Any, origin: str | Path, *, out: str | None = None) -> tuple[Scen
     if model is not None and objective.metric == "act_sse" and model.activations is None:
         problems.append("objective.metric: act_sse needs model.activations (per-channel statistics); "
                         "add them or use metric sse")
+    if model is not None and model.sensitivity is not None and objective.metric != "output":
+        problems.append("model.sensitivity: gains are used only by objective.metric: output; "
+                        "set the metric or drop the field")
     output: OutputSection = values["output"]
     solver: SolverSection = values["solver"]
     out_dir = Path(out) if out else _output_path(path.parent, output.dir)
@@ -263,13 +277,16 @@ def parse(raw: Any, origin: str | Path, *, out: str | None = None) -> tuple[Scen
         optional_weights=tuple(model.optional_weights) if model else (),
         activations=model.activations if model else None, act_power=model.act_power if model else 2,
         include=patterns["include"], exclude=patterns["exclude"],
-        sample_fraction=model.sample_fraction if model else None, candidates=tuple(candidates),
+        sample_fraction=model.sample_fraction if model else None,
+        sensitivity=model.sensitivity if model else None,
+        candidates=tuple(candidates),
         hardware=HardwareSpec(hw.preset, hw.file, dict(hw.fields), hw.lut_sram_bits_per_layer) if hw
         else HardwareSpec(None, None),
-        metric=objective.metric, budgets_bpw=tuple(sorted(set(bpw))),
+        metric=objective.metric, output_errors=objective.output_errors, budgets_bpw=tuple(sorted(set(bpw))),
         energy_j_per_token_max=budgets.energy_j_per_token_max if budgets else None,
         decode_area_mm2_max=budgets.decode_area_mm2_max if budgets else None,
         groups=tuple(tuple(g) for g in values["groups"]), output_dir=out_dir, plot=output.plot,
+        validate=output.validation,
         cache_dir=_output_path(path.parent, output.cache_dir) if output.cache_dir else out_dir.parent / ".dse-cache",
         solver_backend=solver.backend, solver_time_limit_s=solver.time_limit_s,
         scheduler=values["executor"].scheduler,

@@ -34,10 +34,16 @@ def run_explore(args: argparse.Namespace) -> int:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=out, transient=True) as progress:
         task = progress.add_task("measuring tensors", total=None)
+        stages = {"sensitivity": "measuring output sensitivity (forward passes)",
+                  "validation": "validating points end to end (held-out text)"}
+
+        def on_stage(stage: str, done: int, total: int) -> None:
+            progress.update(task, description=stages[stage], completed=done, total=total)
+
         result = explore(scenario, jobs=args.jobs, scheduler=args.scheduler,
                          on_start=lambda n: progress.update(task, total=n),
                          on_executor=lambda where: progress.update(task, description=f"measuring tensors ({where})"),
-                         on_tensor=lambda t: progress.advance(task))
+                         on_tensor=lambda t: progress.advance(task), on_stage=on_stage)
     paths = write_outputs(result)
     print_front(out, result)
     if result.skipped_sources:
