@@ -18,8 +18,9 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,47 +48,57 @@ class Evaluation:
     """Decoder only: perplexity of the unquantized (reference) model on the text."""
 
 
-_WORKER: dict[str, object] = {}
+@dataclass
+class _Worker:
+    """What one worker process holds: the model, its held-out reference, reusable reconstructions."""
+
+    model: Any
+    prepared: Any
+    recon: dict[tuple[str, str], tuple[np.ndarray, float]] = field(default_factory=dict)
+    recon_bytes: int = 0
+
+
+_STATE: list[_Worker] = []  # the worker's state (one entry once initialized)
 
 
 def _init_worker(spec: str, texts: tuple[str, ...]) -> None:
     from models.forward import open_output_model
 
     model = open_output_model(spec)
-    _WORKER.update(model=model, prepared=model.prepare(texts, "held_out"), recon={}, recon_bytes=0)
+    _STATE[:] = [_Worker(model, model.prepare(texts, "held_out"))]
 
 
-def _reconstruct(tensor: str, candidate: str) -> tuple[np.ndarray, float]:
+def _reconstruct(worker: _Worker, tensor: str, candidate: str) -> tuple[np.ndarray, float]:
     """Dequantized ``tensor`` under ``candidate`` and its exact storage bits (kept for reuse)."""
     from quant import dequantize, parse_candidate, quantize
 
-    recon: dict = _WORKER["recon"]  # type: ignore[assignment]
-    hit = recon.get((tensor, candidate))
+    hit = worker.recon.get((tensor, candidate))
     if hit is not None:
         return hit
     c = parse_candidate(candidate)
-    w = _WORKER["model"].reference_weight(tensor)  # type: ignore[attr-defined]
+    w = worker.model.reference_weight(tensor)
     q = quantize(w, c, name=tensor, threads=1)
     out = (dequantize(q), c.bits(w.size, int(q.sparse_index.size)).total_bits)
-    if int(_WORKER["recon_bytes"]) + out[0].nbytes <= _RECONSTRUCTION_BUDGET_BYTES:  # type: ignore[call-overload]
-        recon[(tensor, candidate)] = out
-        _WORKER["recon_bytes"] = int(_WORKER["recon_bytes"]) + out[0].nbytes  # type: ignore[call-overload]
+    if worker.recon_bytes + out[0].nbytes <= _RECONSTRUCTION_BUDGET_BYTES:
+        worker.recon[(tensor, candidate)] = out
+        worker.recon_bytes += out[0].nbytes
     return out
 
 
 def _evaluate_one(assignment: dict[str, str]) -> Evaluation:
-    model, prepared = _WORKER["model"], _WORKER["prepared"]
+    worker = _STATE[0]
+    model, prepared = worker.model, worker.prepared
     overrides, bits, numel = {}, 0.0, 0
     for tensor, candidate in assignment.items():
-        w_hat, b = _reconstruct(tensor, candidate)
+        w_hat, b = _reconstruct(worker, tensor, candidate)
         overrides[tensor] = w_hat
         bits += b
         numel += w_hat.size
-    error = model.error(prepared, overrides)  # type: ignore[attr-defined]
-    if model.kind == "decoder":  # type: ignore[attr-defined]
-        return Evaluation(error, model.metric, bits / numel, model.perplexity(prepared, overrides),  # type: ignore[attr-defined]
-                          model.perplexity(prepared))  # type: ignore[attr-defined]
-    return Evaluation(error, model.metric, bits / numel)  # type: ignore[attr-defined]
+    error = model.error(prepared, overrides)
+    if model.kind == "decoder":
+        return Evaluation(error, model.metric, bits / numel, model.perplexity(prepared, overrides),
+                          model.perplexity(prepared))
+    return Evaluation(error, model.metric, bits / numel)
 
 
 def _key(prefix: str, assignment: Mapping[str, str]) -> str:
@@ -139,7 +150,7 @@ def evaluate_assignments(spec: str, assignments: Sequence[Mapping[str, str]], te
         _init_worker(spec, texts)
         for i in todo:
             store(i, _evaluate_one(dict(assignments[i])))
-        _WORKER.clear()
+        _STATE.clear()
     elif todo:
         # contiguous slices per worker: neighbouring front points share most reconstructions
         with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(spec, texts)) as pool:

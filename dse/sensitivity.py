@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -95,25 +96,25 @@ class SensitivityCache:
 
 # -- worker side: one model and one calibration pass per process ------------------------------
 
-_WORKER: dict[str, object] = {}
+_STATE: list[tuple[Any, Any]] = []  # the worker's (model, calibration reference) once initialized
 
 
 def _init_worker(spec: str, texts: tuple[str, ...]) -> None:
     from models.forward import open_output_model
 
     model = open_output_model(spec)
-    _WORKER.update(spec=spec, model=model, prepared=model.prepare(texts, "calibration"))
+    _STATE[:] = [(model, model.prepare(texts, "calibration"))]
 
 
 def _measure_pair(tensor: str, candidate: str) -> OutputError:
     """Quantize ``tensor`` alone with ``candidate`` and measure the output error (in a worker)."""
     from quant import dequantize, parse_candidate, quantize
 
-    model, prepared = _WORKER["model"], _WORKER["prepared"]
-    w = model.reference_weight(tensor)  # type: ignore[attr-defined]
+    model, prepared = _STATE[0]
+    w = model.reference_weight(tensor)
     w_hat = dequantize(quantize(w, parse_candidate(candidate), name=tensor, threads=1))
     sse = float(np.sum(np.square(w_hat.astype(np.float64) - w), dtype=np.float64))
-    return OutputError(tensor, candidate, model.error(prepared, {tensor: w_hat}), sse)  # type: ignore[attr-defined]
+    return OutputError(tensor, candidate, model.error(prepared, {tensor: w_hat}), sse)
 
 
 def measure_output_errors(spec: str, pairs: Sequence[tuple[str, str]], texts: Sequence[str], cache_root: Path, *,
@@ -154,7 +155,7 @@ def measure_output_errors(spec: str, pairs: Sequence[tuple[str, str]], texts: Se
             out[(entry.tensor, entry.candidate)] = entry
             if on_pair:
                 on_pair(len(out), len(pairs))
-        _WORKER.clear()
+        _STATE.clear()
         return out
     with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(spec, tuple(texts))) as pool:
         futures = [pool.submit(_measure_pair, *pair) for pair in missing]

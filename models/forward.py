@@ -94,12 +94,12 @@ class EncoderModel:
     def matrices(self) -> list[str]:
         from models import minilm
 
-        return [n for n, w in minilm._weights().items() if w.ndim == 2]
+        return [n for n, w in minilm.reference_weights().items() if w.ndim == 2]
 
     def reference_weight(self, name: str) -> np.ndarray:
         from models import minilm
 
-        return minilm._weights()[name]
+        return minilm.reference_weights()[name]
 
     def prepare(self, texts: Sequence[str], which: str = "held_out") -> Prepared:
         from models import minilm

@@ -36,7 +36,8 @@ class Encoded:
 
 
 @cache
-def _weights() -> dict[str, np.ndarray]:
+def referencereference_weights() -> dict[str, np.ndarray]:
+    """Every float tensor of the packaged model by name (float32; loaded once)."""
     from safetensors.numpy import load_file
 
     path = package_dir(MINILM_PACKAGE, MINILM_INSTALL) / "model" / "model.safetensors"
@@ -100,7 +101,7 @@ def run(ids: np.ndarray, mask: np.ndarray, weights: Mapping[str, np.ndarray] | N
         mean_sq: if given, filled with each linear weight's mean squared input activation
             (over real tokens, float64, shape (in,)).
     """
-    w = {**_weights(), **(weights or {})}
+    w = {**reference_weights(), **(weights or {})}
     batch, tokens = ids.shape
 
     def linear(name: str, x: np.ndarray) -> np.ndarray:
