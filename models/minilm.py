@@ -36,7 +36,7 @@ class Encoded:
 
 
 @cache
-def referencereference_weights() -> dict[str, np.ndarray]:
+def reference_weights() -> dict[str, np.ndarray]:
     """Every float tensor of the packaged model by name (float32; loaded once)."""
     from safetensors.numpy import load_file
 
