@@ -94,11 +94,10 @@ def _evaluate_one(assignment: dict[str, str]) -> Evaluation:
         overrides[tensor] = w_hat
         bits += b
         numel += w_hat.size
-    error = model.error(prepared, overrides)
     if model.kind == "decoder":
-        return Evaluation(error, model.metric, bits / numel, model.perplexity(prepared, overrides),
-                          model.perplexity(prepared))
-    return Evaluation(error, model.metric, bits / numel)
+        error, perplexity = model.error_and_perplexity(prepared, overrides)
+        return Evaluation(error, model.metric, bits / numel, perplexity, model.perplexity(prepared))
+    return Evaluation(model.error(prepared, overrides), model.metric, bits / numel)
 
 
 def _key(prefix: str, assignment: Mapping[str, str]) -> str:

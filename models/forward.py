@@ -149,13 +149,19 @@ class DecoderModel:
 
     def error(self, prepared: Prepared, overrides: Mapping[str, np.ndarray]) -> float:
         """Mean KL(P_ref || P_mod) over all positions, nats per token."""
+        return self.error_and_perplexity(prepared, overrides)[0]
+
+    def error_and_perplexity(self, prepared: Prepared, overrides: Mapping[str, np.ndarray]) -> tuple[float, float]:
+        """Mean KL (nats/token) and perplexity of the modified model, from one forward pass."""
         logp = self._logp(prepared, overrides)
         ref = prepared.reference
-        return float(np.mean(np.sum(np.exp(ref) * (ref - logp), axis=-1, dtype=np.float64)))
+        kl = float(np.mean(np.sum(np.exp(ref) * (ref - logp), axis=-1, dtype=np.float64)))
+        return kl, self.perplexity(prepared, logp)
 
-    def perplexity(self, prepared: Prepared, overrides: Mapping[str, np.ndarray] | None = None) -> float:
-        """exp(mean negative log-likelihood of each next token) of the text."""
-        logp = prepared.reference if not overrides else self._logp(prepared, overrides)
+    def perplexity(self, prepared: Prepared, logp: np.ndarray | None = None) -> float:
+        """exp(mean negative log-likelihood of each next token) of the text, under ``logp``
+        (sequences, tokens, vocab) log-probabilities (default: the reference model's)."""
+        logp = prepared.reference if logp is None else logp
         (ids,) = prepared.inputs
         nll = -np.take_along_axis(logp[:, :-1], ids[:, 1:, None], axis=-1)
         return float(math.exp(np.mean(nll, dtype=np.float64)))
