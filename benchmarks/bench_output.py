@@ -28,7 +28,7 @@ import yaml
 from rich.console import Console
 from scipy.stats import spearmanr
 
-from dse.explore import explore
+from dse.pipeline import explore
 from dse.render import table
 from dse.scenario import load_scenario
 

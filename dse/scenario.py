@@ -105,8 +105,8 @@ class BudgetsSection(_Strict):
 class OutputSection(_Strict):
     dir: str = Field(default="out", description="output directory (dse explore --out overrides)")
     plot: bool = True
-    validation: bool = Field(default=True, description="measure every requested-budget point end to end on "
-                                                     "held-out text (models with a forward pass)")
+    validation: bool | None = Field(default=None, description="measure every requested-budget point end to end on "
+                                                               "held-out text (default: with objective.metric output)")
     cache_dir: str | None = Field(default=None, description="measurement cache; default <dir>/../.dse-cache")
 
 
@@ -286,7 +286,7 @@ def parse(raw: Any, origin: str | Path, *, out: str | None = None) -> tuple[Scen
         energy_j_per_token_max=budgets.energy_j_per_token_max if budgets else None,
         decode_area_mm2_max=budgets.decode_area_mm2_max if budgets else None,
         groups=tuple(tuple(g) for g in values["groups"]), output_dir=out_dir, plot=output.plot,
-        validate=output.validation,
+        validate=output.validation if output.validation is not None else objective.metric == "output",
         cache_dir=_output_path(path.parent, output.cache_dir) if output.cache_dir else out_dir.parent / ".dse-cache",
         solver_backend=solver.backend, solver_time_limit_s=solver.time_limit_s,
         scheduler=values["executor"].scheduler,

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from quant.errors import SourceError
+from models.errors import SourceError
 
 DECODER_SEQ_LEN = 128
 """Tokens per decoder sequence (the running text is cut into windows of this length)."""

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from models.sources import bf16_to_float32
-from quant.errors import SourceError
+from models.errors import SourceError
+from models.source import bf16_to_float32
 
 SUPPORTED_HF = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
 """HF ``architectures`` entries this decoder runs, with their GGUF architecture name."""
@@ -283,7 +283,7 @@ def load_hf(directory: Path, label: str | None = None) -> LlamaModel:
     """A decoder from an HF checkpoint directory (``config.json``, safetensors, ``tokenizer.json``)."""
     from tokenizers import Tokenizer
 
-    from models.sources import SafetensorsSource
+    from models.safetensors_source import SafetensorsSource
 
     label = label or str(directory)
     try:

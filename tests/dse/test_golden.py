@@ -39,20 +39,21 @@ def _explore(tmp_path: Path, scenario: str) -> dse.ExploreResult:
 
 
 def test_edge_front_and_uniform_rows_match_readme(tmp_path):
-    """README's edge.yaml excerpt: the 4.4997, 4.6 and 6.3993 bpw front points and the uniform rows it shows."""
+    """README's edge.yaml excerpt (output objective, validated): five front points with their
+    predicted and measured output error, and the uniform rows it shows."""
     front, uniform = front_rows(_explore(tmp_path, "edge.yaml"))
     table = _block_after("### Example: `dse explore scenarios/edge.yaml` (measured)")
     rows = [[c.strip() for c in line.strip("│").split("│")] for line in table.splitlines() if line.startswith("│")]
-    printed = [r for r in rows if len(r) == 7]
-    assert len(printed) == 9
+    printed = [r for r in rows if len(r) == 8]
+    assert len(printed) == 12
     for row in printed:
-        ours = front if row[5] == "ilp" else uniform
-        match = [o for o in ours if o[0] == row[0] and o[5] == row[5] and (row[5] == "ilp" or o[6] == row[6])]
+        ours = front if row[6] == "ilp" else uniform
+        match = [o for o in ours if o[0] == row[0] and o[6] == row[6] and (row[6] == "ilp" or o[7] == row[7])]
         assert len(match) == 1, row
-        assert list(match[0][:6]) == row[:6]
-        assert match[0][6].startswith(row[6].removesuffix(", ...")), (match[0][6], row[6])
-    assert {r[0] for r in printed if r[5] == "ilp"} == {"4.4997", "4.6000", "6.3993"}
-    assert len([r for r in printed if r[5] == "uniform"]) == 6  # an excerpt of the 12 uniform rows
+        assert list(match[0][:7]) == row[:7]
+        assert match[0][7].startswith(row[7].removesuffix(", ...")), (match[0][7], row[7])
+    assert {r[0] for r in printed if r[6] == "ilp"} == {"4.4999", "4.5998", "4.9996", "5.4989", "6.3709"}
+    assert len([r for r in printed if r[6] == "uniform"]) == 7  # an excerpt of the 12 uniform rows
 
 
 def test_paper_ratio_matches_readme(tmp_path):

