@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dse.cache import SolutionCache
-from dse.ilp import Solver, sweep
+from dse.ilp import Solver, recheck, sweep
 from dse.pareto import lagrangian_front, pareto_points
 from dse.output import Validation
 from dse.problem import Point, Problem
@@ -123,8 +123,9 @@ def front_point(s: Scenario, allocation: Allocation, point: Point, hw: Hardware,
 def solve_front(s: Scenario, allocation: Allocation, hw: Hardware) -> list[FrontPoint]:
     """ILP points at the requested budgets plus the hull vertices between them, dominance-filtered.
 
-    Solved sweeps are cached by the problem's content: a rerun with the same measurements,
-    costs and budgets reads them back instead of solving again.
+    Solved sweeps are cached by the problem's content, the budgets and the solver with its time
+    limit: a rerun with the same measurements, costs and budgets reads them back instead of
+    solving again, after checking them against the budgets and the Lagrangian bracket.
     """
     problem = allocation.problem
     solver = Solver(s.solver_backend, s.solver_time_limit_s)
@@ -133,14 +134,13 @@ def solve_front(s: Scenario, allocation: Allocation, hw: Hardware) -> list[Front
                     [repr(problem.items), repr(problem.options), repr(sorted(problem.unit_area_mm2.items())),
                      repr([sorted(u) for u in problem.units_of_option]),
                      repr((s.energy_j_per_token_max, s.decode_area_mm2_max)),
-                     s.solver_backend])
-    choices = cache.get(key)
-    if choices is None:
-        ilp = sweep(problem, list(s.budgets_bpw), energy_j_per_token=s.energy_j_per_token_max,
-                    decode_area_mm2=s.decode_area_mm2_max, solver=solver)
-        cache.put(key, [[p.source, *p.choice] for p in ilp])
-    else:
-        ilp = [replace(problem.evaluate(np.array(c[1:])), source=c[0]) for c in choices]
+                     s.solver_backend, repr(s.solver_time_limit_s)])
+    caps = {"energy_j_per_token": s.energy_j_per_token_max, "decode_area_mm2": s.decode_area_mm2_max}
+    cached = cache.get(key, len(problem.items), len(problem.options))
+    ilp = [replace(problem.evaluate(np.array(choice)), source=label) for label, choice in cached or []]
+    if cached is None or not recheck(problem, list(s.budgets_bpw), ilp, **caps):  # re-verified, never trusted
+        ilp = sweep(problem, list(s.budgets_bpw), solver=solver, **caps)
+        cache.put(key, [(p.source, list(p.choice)) for p in ilp])
     budget_of = {p.choice: b for p, b in zip(ilp, s.budgets_bpw)}
     points = list(ilp)
     if s.energy_j_per_token_max is None and s.decode_area_mm2_max is None:

@@ -1,10 +1,35 @@
-"""Atomic file writes: a killed run leaves either the old file or the new one, never half of one."""
+"""Atomic file writes: a killed run leaves either the old file or the new one, never half of one.
+
+Every file and directory made here gets the permissions the umask allows (0644 / 0755 under the
+usual umask 022), not the 0600 / 0700 of ``tempfile``. A whole directory (a package, a run's
+output set) is built beside its target and swapped in with one rename, so a reader sees the
+complete old set or the complete new one.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import fcntl
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+
+def umask() -> int:
+    """The process umask, read without changing it (Linux /proc), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -12,9 +37,72 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def staging_dir(target: Path) -> Path:
+    """A new empty directory beside ``target`` (same file system, so it can be renamed onto it)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-"))
+    path.chmod(0o777 & ~umask())
+    return path
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one step (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Put the complete directory ``staging`` in place of ``target`` and remove the old one.
+
+    ``target`` is never missing a complete version: it is either absent before the call, or
+    swapped with the new one in a single rename (where the file system cannot swap, the old one
+    is first renamed aside, a window of two renames).
+    """
+    try:
+        os.rename(staging, target)  # no target yet (or an empty one)
+        return
+    except OSError as err:
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+    if _exchange(staging, target):
+        shutil.rmtree(staging)  # now holds the old version
+        return
+    old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+    os.rename(target, old / "x")
+    os.rename(staging, target)
+    shutil.rmtree(old)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created if needed) for the block: concurrent runs
+    publishing into one place take turns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

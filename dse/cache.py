@@ -1,7 +1,9 @@
 """Measurement cache: one small JSON file per (tensor content, candidate, activations, code version).
 
 Entries are written atomically (temp file + rename in the same directory), so a run killed at
-any point leaves only complete entries, and a restart re-measures only what is missing.
+any point leaves only complete entries, and a restart re-measures only what is missing. Each
+entry carries its key and a BLAKE2b over key and value: a damaged, truncated or edited entry is
+treated as absent and measured (or solved) again, never trusted.
 Changing budgets, hardware or the objective never invalidates an entry: none of them is part
 of the key.
 """
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+import math
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +23,8 @@ from dse.atomic import write_atomic
 from quant.metrics import ErrorStats
 
 # Bump when a change to quant/ alters measured numbers: old entries are then ignored.
-CACHE_VERSION = "sop-dse-measure-1"
-SOLUTION_VERSION = "sop-dse-solution-2"  # bump when the stored sweep format changes
+CACHE_VERSION = "sop-dse-measure-2"
+SOLUTION_VERSION = "sop-dse-solution-3"  # bump when the stored sweep format changes
 
 
 def content_hash(array: np.ndarray | None) -> str:
@@ -35,8 +38,33 @@ def content_hash(array: np.ndarray | None) -> str:
     return h.hexdigest()
 
 
+def _sealed(key: str, body: object) -> str:
+    """An entry's JSON: its key and body with a BLAKE2b over both, so that a damaged or edited
+    entry (or one copied under another key) is recognised and measured or solved again."""
+    text = json.dumps({"key": key, "body": body}, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return json.dumps({"key": key, "body": body, "blake2b": _digest(text)}, allow_nan=False)
+
+
+def _unsealed(path: Path, key: str) -> object | None:
+    """The body of the entry at ``path`` if it is intact and belongs to ``key``; None otherwise."""
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        text = json.dumps({"key": entry["key"], "body": entry["body"]}, sort_keys=True, separators=(",", ":"),
+                          allow_nan=False)
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
+        return None  # missing, unreadable, not JSON, not an entry: the same as absent
+    return entry["body"] if entry["key"] == key and entry.get("blake2b") == _digest(text) else None
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+_STATS_FIELDS = {f.name for f in fields(ErrorStats)}
+
+
 class MeasurementCache:
-    """Measured ErrorStats on disk, keyed by content."""
+    """Measured ErrorStats on disk, keyed by content; one entry per (tensor, candidate)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -49,32 +77,41 @@ class MeasurementCache:
         return self.root / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> ErrorStats | None:
-        try:
-            data = json.loads(self._path(key).read_text())
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-            return None  # a missing or unreadable entry is simply measured again
-        return ErrorStats(**{k: (float("nan") if v is None else v) for k, v in data.items()})
+        """The entry, or None when it is absent or fails its check (then it is measured again)."""
+        data = _unsealed(self._path(key), key)
+        if not isinstance(data, dict) or set(data) != set(_STATS_FIELDS):
+            return None
+        values = {k: (math.nan if v is None else v) for k, v in data.items()}
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values.values()):
+            return None
+        stats = ErrorStats(**values)
+        if not (stats.numel > 0 and all(math.isfinite(getattr(stats, k)) and getattr(stats, k) >= 0
+                                        for k in ("sum_w2", "sum_q2", "sum_d2"))):
+            return None
+        return stats
 
     def put(self, key: str, stats: ErrorStats) -> None:
-        payload = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in asdict(stats).items()}
-        write_atomic(self._path(key), json.dumps(payload))
+        payload = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(stats).items()}
+        write_atomic(self._path(key), _sealed(key, payload))
 
-    def _last_path(self, spec: str, tensor: str) -> Path:
-        key = hashlib.blake2b(f"{spec}|{tensor}".encode(), digest_size=16).hexdigest()
+    @staticmethod
+    def _last_key(spec: str, tensor: str) -> str:
+        return _digest(f"{CACHE_VERSION}|last|{spec}|{tensor}")
+
+    def _last_path(self, key: str) -> Path:
         return self.root / "tensors" / f"{key}.json"
 
     def last_hash(self, spec: str, tensor: str) -> str | None:
         """The content hash last measured for ``tensor`` of source ``spec`` (a guess: the
         weights may have changed since; whoever loads the tensor checks it)."""
-        try:
-            value = json.loads(self._last_path(spec, tensor).read_text()).get("hash")
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            return None
+        key = self._last_key(spec, tensor)
+        value = _unsealed(self._last_path(key), key)
         return value if isinstance(value, str) else None
 
     def set_last_hash(self, spec: str, tensor: str, tensor_hash: str) -> None:
         if self.last_hash(spec, tensor) != tensor_hash:
-            write_atomic(self._last_path(spec, tensor), json.dumps({"hash": tensor_hash}))
+            key = self._last_key(spec, tensor)
+            write_atomic(self._last_path(key), _sealed(key, tensor_hash))
 
 
 class SolutionCache:
@@ -94,11 +131,20 @@ class SolutionCache:
             h.update(label.encode())
         return h.hexdigest()
 
-    def get(self, key: str) -> list[list] | None:
-        try:
-            return json.loads((self.root / f"{key}.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+    def get(self, key: str, n_items: int, n_options: int) -> list[tuple[str, list[int]]] | None:
+        """The sweep's (label, choice per item) points, or None when absent or damaged: wrong
+        shape, a choice index out of range, or a failed check. The caller still re-verifies each
+        answer against the problem (budgets, bounds) before trusting it."""
+        data = _unsealed(self.root / f"{key}.json", key)
+        if not isinstance(data, list):
             return None
+        out = []
+        for point in data:
+            if not (isinstance(point, list) and len(point) == n_items + 1 and isinstance(point[0], str)
+                    and all(type(k) is int and 0 <= k < n_options for k in point[1:])):
+                return None
+            out.append((point[0], point[1:]))
+        return out
 
-    def put(self, key: str, choices: list[list]) -> None:
-        write_atomic(self.root / f"{key}.json", json.dumps(choices))
+    def put(self, key: str, points: list[tuple[str, list[int]]]) -> None:
+        write_atomic(self.root / f"{key}.json", _sealed(key, [[label, *map(int, choice)] for label, choice in points]))

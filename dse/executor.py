@@ -14,6 +14,7 @@ A worker that dies mid-run costs only its jobs: the scheduler reruns them elsewh
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -51,17 +52,16 @@ class InProcess:
             yield i, fn(*args)
 
 
-def _die_with_parent() -> None:
-    """Pool worker initializer: a killed parent must not leave its workers asleep forever."""
+def _worker_init(parent: int) -> None:
+    """Pool worker setup: die with the parent, even on SIGKILL (Linux PR_SET_PDEATHSIG); leave
+    Ctrl-C to the parent; let SIGTERM kill (the parent's handler turns it into an exception)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1  # prctl(2)
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except OSError:  # not Linux: the pool's own shutdown still applies
-        pass
-    if os.getppid() == 1:  # the parent died before the request took effect
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: workers still end when the parent closes the pool
+    if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
 
@@ -71,7 +71,7 @@ class LocalPool:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.label = f"local, {workers} processes"
-        self._pool = ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent)
+        self._pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(os.getpid(),))
 
     def map_unordered(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> Iterator[tuple[int, Any]]:
         index: dict[Future[Any], int] = {self._pool.submit(fn, *args): i for i, args in enumerate(jobs)}
@@ -81,9 +81,15 @@ class LocalPool:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=index.__getitem__):
                     yield index[future], future.result()
-        finally:
-            for future in pending:
-                future.cancel()
+        except BaseException:  # Ctrl-C, SIGTERM, an error: stop the workers now, not after their job
+            self._terminate()
+            raise
+
+    def _terminate(self) -> None:
+        workers = list((getattr(self._pool, "_processes", None) or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -259,3 +259,23 @@ def _verify(point: Point, cap: Caps, front: list[Point], problem: Problem) -> No
                 f"solver optimum {point.error:.6g} at {cap.bpw} bpw lies outside the Lagrangian bracket "
                 f"[{lower:.6g}, {upper:.6g}]"
             )
+
+
+def recheck(problem: Problem, budgets_bpw: list[float], points: list[Point], *,
+            energy_j_per_token: float | None = None, decode_area_mm2: float | None = None) -> bool:
+    """Whether stored sweep answers hold for ``problem``: one per budget (ascending), each with a
+    finite error, within its budgets and inside the Lagrangian bracket. A cached sweep is
+    re-verified like a fresh one, never trusted as it is."""
+    if len(points) != len(budgets_bpw):
+        return False
+    front = lagrangian_front(problem)
+    for point, bpw in zip(points, sorted(budgets_bpw)):
+        cap = Caps(bpw, energy_j_per_token, decode_area_mm2)
+        if not point.source.startswith("ilp") or not math.isfinite(point.error) or (
+                decode_area_mm2 is not None and point.decode_area_mm2 > decode_area_mm2 * (1 + 1e-9)):
+            return False
+        try:
+            _verify(point, cap, front, problem)
+        except SolverError:
+            return False
+    return True

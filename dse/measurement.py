@@ -9,10 +9,8 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +25,7 @@ from models.sampling import SampledStats, sample_tensor
 from models.source import TensorInfo, WeightSource
 from models.sources import open_source
 from quant import Candidate, ErrorStats, measure, parse_candidate
+from quant.errors import DseError
 from quant.metrics import activation_weights
 
 TOTAL = "*"
@@ -102,7 +101,10 @@ def activation_source(spec: str, power: int = 2) -> Callable[[TensorInfo], np.nd
 
     def for_tensor(info: TensorInfo) -> np.ndarray | None:
         vector = stats.for_tensor(info.name, info.shape[1])
-        return None if vector is None else activation_weights(vector, power)
+        try:
+            return None if vector is None else activation_weights(vector, power)
+        except DseError as err:
+            raise DseError(f"{spec}: tensor {info.name}: {err}") from None
 
     return for_tensor
 
@@ -184,12 +186,15 @@ def measure_table(s: Scenario, built: Setup, executor: Executor,
 
     One row per tensor and applicable candidate: ``bpw`` [bit/weight], ``total_bits`` [bit],
     ``error`` (the scenario's metric), the :func:`stats_record` columns, and the tensor's role,
-    layer, element count and pre-quantized flag. Only this process reads and writes the cache:
-    jobs carry the candidates a tensor still needs, and results come back here.
+    layer, element count and pre-quantized flag. Only this process reads and writes the cache,
+    one entry per (tensor, candidate) as each result arrives, so an interrupted run keeps every
+    finished measurement. Exact mode submits one job per (tensor, candidate) still needed; a
+    sampled tensor is one job (its sample is drawn once for all candidates).
     """
     by_name = {c.name: c for c in s.candidates}
     cache = MeasurementCache(s.cache_dir)
     found: dict[str, dict[str, ErrorStats]] = {}
+    pending: dict[str, int] = {}
     jobs: list[tuple[Any, ...]] = []
     job_tensor: list[tuple[Tensor, str, str | None, str]] = []
     for t in built.tensors:
@@ -203,23 +208,40 @@ def measure_table(s: Scenario, built: Setup, executor: Executor,
         guess = known or cache.last_hash(spec, t.source_name)
         hits = {n: e for n in wanted if guess and (e := cache.get(cache.key(guess, n, act_hash))) is not None}
         found[t.name] = hits
-        if known is not None and len(hits) == len(wanted):
-            if on_tensor:
-                on_tensor(t)
-            continue
-        jobs.append((spec, t.source_name, wanted, act, s.sample_fraction, guess, sorted(hits)))
-        job_tensor.append((t, spec, guess, act_hash))
+        missing = [n for n in wanted if n not in hits]
+        # an exact tensor always gets a job: its worker checks the guessed hash
+        batches = [missing] if known is not None else [[n] for n in missing] or [[]]
+        batches = [b for b in batches if b or known is None]
+        pending[t.name] = len(batches)
+        for batch in batches:
+            jobs.append((spec, t.source_name, batch, act, s.sample_fraction, guess, sorted(hits)))
+            job_tensor.append((t, spec, guess, act_hash))
+        if not batches and on_tensor:
+            on_tensor(t)
+    stale: set[str] = set()
     for i, (tensor_hash, fresh) in executor.map_unordered(measure_job, jobs):
         t, spec, guess, act_hash = job_tensor[i]
-        if tensor_hash != guess:  # the weights changed since the guess: nothing cached applies
-            found[t.name] = {}
+        if tensor_hash != guess and t.name not in stale:  # the weights changed: no guessed entry applies
+            stale.add(t.name)
+            found[t.name] = {n: e for n, e in found[t.name].items() if n in {name for name, _ in fresh}}
         for name, stats_dict in fresh:
             stats = ErrorStats(**stats_dict)
             cache.put(cache.key(tensor_hash, name, act_hash), stats)
             found[t.name][name] = stats
         cache.set_last_hash(spec, t.source_name, tensor_hash)
-        if on_tensor:
+        pending[t.name] -= 1
+        if pending[t.name] == 0 and on_tensor:
             on_tensor(t)
+    if stale:  # rare: weights edited since the last run; measure what the guess had served
+        redo = [(t, spec, act_hash) for t, spec, _, act_hash in dict.fromkeys(job_tensor) if t.name in stale]
+        again = [(spec, t.source_name, [n for n in by_name if applies(by_name[n], t.shape) and n not in found[t.name]],
+                  built.acts.get(t.name), s.sample_fraction, None, []) for t, spec, _ in redo]
+        for i, (tensor_hash, fresh) in executor.map_unordered(measure_job, again):
+            t, _, act_hash = redo[i]
+            for name, stats_dict in fresh:
+                stats = ErrorStats(**stats_dict)
+                cache.put(cache.key(tensor_hash, name, act_hash), stats)
+                found[t.name][name] = stats
     rows = []
     for t in built.tensors:  # fixed order: the table does not depend on completion order
         for name, c in by_name.items():
@@ -265,14 +287,22 @@ def measure_job(spec: str, source_name: str, candidates: Sequence[str], act: np.
     info = next(i for i in source.infos() if i.name == source_name)
     w = None
     if sample_fraction is None:
-        w = source.load(source_name)
-        tensor_hash = content_hash(w)
+        w, tensor_hash = _load_hashed(spec, source_name)
     else:
         tensor_hash = sample_key(spec, source_name, info.shape, sample_fraction)
     missing = [n for n in candidates if tensor_hash != guess or n not in cached]
     fresh = measure_tensor(source, info, [parse_candidate(n) for n in missing], act=act,
                            sample_fraction=sample_fraction, threads=1, weights=w) if missing else []
     return tensor_hash, [(n, stats.__dict__) for n, (stats, _) in zip(missing, fresh, strict=True)]
+
+
+@functools.lru_cache(maxsize=1)
+def _load_hashed(spec: str, name: str) -> tuple[np.ndarray, str]:
+    """The last tensor a worker loaded and its content hash: the jobs of one tensor's candidates
+    usually follow one another, so each worker loads and hashes it once."""
+    w = open_source_cached(spec).load(name)
+    w.setflags(write=False)
+    return w, content_hash(w)
 
 
 @functools.lru_cache(maxsize=4)

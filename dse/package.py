@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from dse.cache import content_hash
-from dse.atomic import write_atomic
+from dse.atomic import replace_dir, staging_dir, write_atomic
+from dse.files import read_document
 from dse.packing import (
     FORMAT, FORMAT_VERSION, PackError, decode_file, encode_file, file_hash, pack, unpack,
 )
@@ -35,8 +37,7 @@ from dse.scenario import resolve_input
 from models.source import TensorInfo, WeightSource
 from models.sources import open_source
 from quant import Candidate, ErrorStats, dequantize, parse_candidate, quantize, reconstruction_error
-from quant.errors import DseError
-from quant.yamlfile import YamlError, load_yaml
+from quant.errors import DseError, brief
 
 MANIFEST = "manifest.json"
 _FILE = re.compile(r"\d{4}-.*\.safetensors")  # tensor files of a package: NNNN-<tensor>.safetensors
@@ -65,12 +66,7 @@ def _resolve(scenario: Path | None, spec: str) -> str:
 def load_config(path: str | Path) -> Config:
     """Read a ``config-*.yaml`` exported by ``dse explore``; one-line DseError on any problem."""
     path = Path(path)
-    try:
-        doc = load_yaml(path)
-    except FileNotFoundError:
-        raise DseError(f"{path}: no such config file; pass a config-*.yaml written by dse explore") from None
-    except YamlError as err:
-        raise DseError(f"{err}; pass a config-*.yaml written by dse explore") from None
+    doc = read_document(path, "config file", "pass a config-*.yaml written by dse explore")
     if not isinstance(doc, dict) or doc.get("sop_dse_config") != CONFIG_VERSION:
         raise DseError(f"{path}: not a sop-dse config (expected 'sop_dse_config: {CONFIG_VERSION}'); "
                        "pass a config-*.yaml written by dse explore")
@@ -140,7 +136,7 @@ def quantize_package(config: str | Path, weights: str | None, out: Path, *,
     Args:
         config: a ``config-*.yaml`` written by ``dse explore``.
         weights: weight source overriding the config's (single-source configs only).
-        out: package directory (created; stale tensor files and manifest removed first).
+        out: package directory: created, or an old package there replaced whole once the new one is complete.
         jobs: local processes packing tensors (1: in this process; None: all cores).
         scheduler: a Dask scheduler address or 'local' to pack on a cluster; the files are
             written here, identical to a local run.
@@ -158,36 +154,50 @@ def quantize_package(config: str | Path, weights: str | None, out: Path, *,
         raise DseError(f"{cfg.path}: tensor {missing[0]!r} is not in weights "
                        f"{', '.join(s for _, s in specs)} ({len(missing)} missing); pass the weights it was explored on")
     acts = None if cfg.activations is None else activation_source(cfg.activations, cfg.act_power)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)
-    for stale in out.iterdir():
-        if _FILE.fullmatch(stale.name):
-            stale.unlink()
+    _check_replaceable(out)
+    staging = staging_dir(out)
+    try:
+        manifest = _write_package(cfg, tensors, acts, staging, jobs, scheduler, on_start, on_tensor)
+        replace_dir(staging, out)  # the old package stays whole until the new one is complete
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _check_replaceable(out: Path) -> None:
+    """``out`` may be new, empty, or a package (which is replaced whole); nothing else is touched."""
+    if out.exists() and not out.is_dir():
+        raise DseError(f"{out}: is a file; --out names the package directory to create or replace")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name != MANIFEST and not _FILE.fullmatch(p.name))
+        if foreign:
+            raise DseError(f"{out}: holds {brief(foreign[0])} ({len(foreign)} entries in all) that no dse package "
+                           "holds; pass a new or empty directory, or a package to replace")
+
+
+def _write_package(cfg: Config, tensors: dict[str, _Tensor], acts: Callable[[TensorInfo], np.ndarray | None] | None,
+                   out: Path, jobs: int | None, scheduler: str | None, on_start: Callable[[int], None] | None,
+                   on_tensor: Callable[[str], None] | None) -> dict[str, Any]:
     if on_start:
         on_start(len(cfg.assignment))
     work = sorted(cfg.assignment.items())
     args = [(tensors[name].source_spec, tensors[name].info.name, candidate.name,
              None if acts is None else acts(tensors[name].info), name, i) for i, (name, candidate) in enumerate(work)]
-    records: list[dict[str, Any] | None] = [None] * len(work)
+    found: dict[int, dict[str, Any]] = {}
     with open_executor(scheduler, jobs) as executor:
         for i, (data, record) in executor.map_unordered(pack_job, args):
             write_atomic(out / record["file"], data)
-            records[i] = record
+            found[i] = record
             if on_tensor:
                 on_tensor(record["name"])
-    done = [r for r in records if r is not None]
-    numel = sum(r["numel"] for r in done)
+    records = [found[i] for i in range(len(work))]
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "tool": "sop-dse", "tool_version": _tool_version(),
-        "config": str(cfg.path), "config_bpw": cfg.bpw, "weights": sorted({r["source"] for r in done}),
-        "activations": cfg.activations, "act_power": cfg.act_power,
-        "totals": {
-            "tensors": len(done), "numel": numel, "bpw": sum(r["bits"] for r in done) / numel,
-            "payload_bytes": sum(r["payload_bytes"] for r in done),
-            "file_bytes": sum(r["file_bytes"] for r in done),
-        },
-        "tensors": done,
+        "config": str(cfg.path), "config_bpw": cfg.bpw, "weights": sorted({r["source"] for r in records}),
+        "activations": cfg.activations, "act_power": cfg.act_power, "totals": _totals(records), "tensors": records,
     }
+    manifest[MANIFEST_HASH] = manifest_hash(manifest)
     write_atomic(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
     return manifest
 
@@ -219,24 +229,83 @@ def pack_job(spec: str, source_name: str, candidate_name: str, act: np.ndarray |
 _RECORD_KEYS = ("name", "file", "candidate", "shape", "source", "source_name", "source_blake2b",
                 "file_blake2b", "sse")
 
+def _totals(records: list[dict[str, Any]]) -> dict[str, Any]:
+    numel = sum(r["numel"] for r in records)
+    return {"tensors": len(records), "numel": numel, "bpw": sum(r["bits"] for r in records) / numel,
+            "payload_bytes": sum(r["payload_bytes"] for r in records),
+            "file_bytes": sum(r["file_bytes"] for r in records)}
+
+
+MANIFEST_HASH = "manifest_blake2b"
+"""Manifest key holding the BLAKE2b of every other key: an edited or damaged manifest is detected."""
+
+
+def manifest_hash(manifest: dict[str, Any]) -> str:
+    """BLAKE2b-128 of the manifest without its own hash, as canonical JSON (sorted keys, no spaces)."""
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_HASH}
+    return file_hash(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+_NUMBER = (int, float)
+_TOP = {"format": str, "format_version": int, "tool": str, "tool_version": str, "config": str,
+        "config_bpw": (*_NUMBER, type(None)), "weights": list, "activations": (str, type(None)), "act_power": int,
+        "totals": dict, "tensors": list, MANIFEST_HASH: str}
+_RECORD = {"name": str, "file": str, "candidate": str, "shape": list, "numel": int, "source": str,
+           "source_name": str, "source_blake2b": str, "file_blake2b": str, "file_bytes": int,
+           "payload_bytes": int, "payload_bits": int, "bits": _NUMBER, "bpw": _NUMBER, "sparse_entries": int,
+           "sse": _NUMBER, "rel_mse": _NUMBER}
+_OPTIONAL = {"act_sse": _NUMBER}
+
+
+def _typed(where: str, doc: dict[str, Any], fields: dict[str, Any], optional: dict[str, Any]) -> None:
+    """PackError unless ``doc`` has exactly these keys with these JSON types (bool is not a number)."""
+    for key, kind in fields.items():
+        if key not in doc:
+            raise PackError(f"{where}: {key!r} missing; re-run dse quantize")
+    for key, value in doc.items():
+        kind = fields.get(key, optional.get(key))
+        if kind is None:
+            raise PackError(f"{where}: unknown field {brief(key)}; re-run dse quantize")
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise PackError(f"{where}: {key} is {brief(value)}, not of the type dse quantize writes; "
+                            "re-run dse quantize")
+
 
 def read_manifest(directory: Path) -> dict[str, Any]:
-    """The manifest of a package; PackError when it is missing or malformed."""
+    """The manifest of a package, checked for structure, types, its own hash and internal
+    consistency (totals, unique names and files); PackError when anything is off."""
+    if directory.is_file():
+        raise PackError(f"{directory}: a file; pass the package directory (the one holding {MANIFEST})")
     path = directory / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         raise PackError(f"{path}: missing; {directory} is not a complete dse quantize package "
-                        "(re-run dse quantize)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise PackError(f"{path}: not valid JSON (corrupt); re-run dse quantize") from None
+                        "(re-run dse quantize)")
+    try:
+        manifest = read_document(path, "manifest", "re-run dse quantize")
+    except DseError as err:
+        raise PackError(str(err)) from None
     if not isinstance(manifest, dict) or (manifest.get("format"), manifest.get("format_version")) != (
             FORMAT, FORMAT_VERSION):
         raise PackError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} manifest; re-run dse quantize")
-    tensors = manifest.get("tensors")
-    if not isinstance(tensors, list) or not tensors or not all(isinstance(r, dict) and all(k in r for k in _RECORD_KEYS)
-                                                for r in tensors):
-        raise PackError(f"{path}: 'tensors' must list one or more records with {', '.join(_RECORD_KEYS)}; re-run dse quantize")
+    _typed(str(path), manifest, _TOP, {})
+    if manifest[MANIFEST_HASH] != manifest_hash(manifest):
+        raise PackError(f"{path}: edited or damaged (its {MANIFEST_HASH} does not match its content); "
+                        "re-run dse quantize")
+    records = manifest["tensors"]
+    if not records or not all(isinstance(r, dict) for r in records):
+        raise PackError(f"{path}: 'tensors' must list one or more records; re-run dse quantize")
+    for i, r in enumerate(records):
+        _typed(f"{path}: tensors[{i}]", r, _RECORD, _OPTIONAL)
+        if not _FILE.fullmatch(r["file"]) or "/" in r["file"] or "\\" in r["file"]:
+            raise PackError(f"{path}: tensors[{i}].file {brief(r['file'])} is not a package file name")
+    for key in ("name", "file"):
+        seen = [r[key] for r in records]
+        if len(set(seen)) != len(seen):
+            raise PackError(f"{path}: two records with the same {key}; re-run dse quantize")
+    if manifest["act_power"] not in (1, 2) or manifest["weights"] != sorted({r["source"] for r in records}):
+        raise PackError(f"{path}: act_power or weights disagree with the records; re-run dse quantize")
+    if manifest["totals"] != _totals(records):
+        raise PackError(f"{path}: totals disagree with the records; re-run dse quantize")
     return manifest
 
 
@@ -273,12 +342,20 @@ def verify_package(directory: Path, weights: str | None = None, *,
                    on_tensor: Callable[[str], None] | None = None) -> list[Verified]:
     """Unpack, dequantize and measure every tensor of a package against its source weights.
 
-    Raises PackError (one line naming the file and tensor) for a missing, corrupt, truncated or
-    mismatched file, source weights other than the ones quantized, or a decoded error that
-    differs from the one recorded at quantization.
+    Checks the manifest itself (types, its own BLAKE2b, totals, unique records, no unlisted tensor
+    file), then every field of every record against the file and the source weights: file hash and
+    size, tensor and candidate, shape, numel, payload bytes and bits, bits and bpw, sparse entries,
+    and the decoded SSE, relative MSE and activation-weighted SSE, all exactly.
+
+    Raises PackError (one line naming the file and tensor) at the first difference.
     """
     manifest = read_manifest(directory)
     records = manifest["tensors"]
+    listed = {r["file"] for r in records}
+    stray = sorted(p.name for p in directory.iterdir() if _FILE.fullmatch(p.name) and p.name not in listed)
+    if stray:
+        raise PackError(f"{directory / stray[0]}: a tensor file {MANIFEST} does not list (a record dropped?); "
+                        "re-run dse quantize")
     specs = sorted({r["source"] for r in records})
     if weights is not None and len(specs) > 1:
         raise DseError(f"{directory / MANIFEST}: the package comes from {len(specs)} weight sources; omit --weights")
@@ -317,6 +394,14 @@ def verify_package(directory: Path, weights: str | None = None, *,
             raise PackError(f"{path}: tensor {name!r}: decoded error {stats.sum_d2!r} differs from the "
                             f"{r['sse']!r} recorded at quantization; re-run dse quantize")
         bits = q.candidate.bits(w.size, q.sparse_index.size)
+        found = {"candidate": q.candidate.name, "shape": list(q.shape), "numel": w.size, "file_bytes": len(data),
+                 "payload_bytes": packed.payload_bytes, "payload_bits": packed.payload_bits,
+                 "bits": bits.total_bits, "bpw": bits.bpw, "sparse_entries": int(q.sparse_index.size),
+                 **_error_record(stats)}
+        for key, value in found.items():  # every recorded field, against the file and the weights
+            if r.get(key) != value or ("act_sse" in r) != ("act_sse" in found):
+                raise PackError(f"{path}: tensor {name!r}: {key} {brief(r.get(key))} in {MANIFEST}, "
+                                f"{brief(value)} in the file and weights; re-run dse quantize")
         out.append(Verified(name, q.candidate.name, w.size, bits.bpw, packed.payload_bits, len(data), stats))
         if on_tensor:
             on_tensor(name)

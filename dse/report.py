@@ -1,8 +1,9 @@
 """Reports of an exploration: rich tables, and the files a quantization run and a plotter read.
 
 Files (all deterministic: no timestamps, fixed orders, so a rerun gives identical bytes):
-``pareto.csv``, ``pareto.json``, ``measurements.csv``, ``pareto.png`` and one
-``config-<bpw>.yaml`` per front point, the assignment ``dse quantize`` consumes.
+``pareto.csv``, ``pareto.json``, ``measurements.csv``, ``pareto.png``, one
+``config-<bpw>.yaml`` per front point (the assignment ``dse quantize`` consumes), and
+``outputs.json``, written last, listing the set with BLAKE2b hashes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,10 +20,12 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from dse.atomic import write_atomic
 from dse.allocation import FrontPoint
+from dse.atomic import locked, staging_dir, write_atomic
+from dse.packing import file_hash
 from dse.pipeline import ExploreResult, bpw_label
 from dse.render import fmt_sci, table
+from quant.errors import DseError
 
 CONFIG_VERSION = 1
 PLOT_VERSION = 3  # bump when plot_front draws differently: a cached plot is then redrawn
@@ -44,23 +49,52 @@ def point_record(p: FrontPoint) -> dict[str, Any]:
 VALIDATION_COLUMNS = ["measured_output_error", "measured_metric", "perplexity", "worse_than_bpw"]
 
 
+OUTPUTS = "outputs.json"
+"""The complete marker: the files of the last complete run with their BLAKE2b, written last."""
+_GENERATED = ("pareto.json", "pareto.csv", "measurements.csv", "pareto.png", ".pareto.png.key", "config-*.yaml")
+
+
 def write_outputs(result: ExploreResult) -> list[Path]:
-    """Write every output file; returns their paths."""
+    """Write every output file as one generation; returns their paths.
+
+    The files are written to a staging directory beside the output directory, then moved in
+    under a lock, after the previous run's files are removed; ``outputs.json`` is written last.
+    A reader never sees one run's ``pareto.json`` beside another run's configs once
+    ``outputs.json`` lists them, and concurrent runs into one directory publish in turn.
+    """
     s = result.scenario
     out = s.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("config-*.yaml"):  # a rerun with other budgets must not leave old points
-        stale.unlink()
-    written = []
+    if out.exists() and not out.is_dir():
+        raise DseError(f"{out}: is a file; the output directory (--out, output.dir) must be a directory")
+    staging = staging_dir(out)
+    try:
+        _write_generation(result, staging, out)
+        out.mkdir(parents=True, exist_ok=True)
+        with locked(out / ".dse-lock"):
+            (out / OUTPUTS).unlink(missing_ok=True)  # no marker while the set is changing
+            for pattern in _GENERATED:  # the previous run's files: a rerun must not leave old points
+                for stale in out.glob(pattern):
+                    stale.unlink(missing_ok=True)
+            names = sorted(p.name for p in staging.iterdir())
+            for name in names:
+                os.replace(staging / name, out / name)
+            files = {name: file_hash((out / name).read_bytes()) for name in names}
+            write_atomic(out / OUTPUTS, json.dumps({"scenario": str(s.path), "budgets_bpw": list(s.budgets_bpw),
+                                                    "files": files}, indent=1) + "\n")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out / name for name in names if not name.startswith(".")] + [out / OUTPUTS]
+
+
+def _write_generation(result: ExploreResult, out: Path, previous: Path) -> None:
+    s = result.scenario
     meta = {"scenario": str(s.path), "metric": s.metric, "hardware": s.hardware.label,
             "weights": list(s.weights), "skipped_sources": list(result.skipped_sources)}
     pareto = {"meta": meta, "front": [point_record(p) for p in result.front],
               "dominated": [point_record(p) for p in result.dominated],
               "baselines": [{k: v for k, v in point_record(p).items() if k != "assignment"} | {
                   "candidate": next(iter(p.assignment.values()))} for p in result.baselines]}
-    path = out / "pareto.json"
-    write_atomic(path, json.dumps(pareto, indent=1, allow_nan=False, default=_json_default) + "\n")
-    written.append(path)
+    write_atomic(out / "pareto.json", json.dumps(pareto, indent=1, allow_nan=False, default=_json_default) + "\n")
     columns = ["bpw", "error", "energy_j_per_token", "tokens_per_s", "bytes_per_token", "decode_area_mm2",
                "source", "budget_bpw"] + (VALIDATION_COLUMNS if _validated(result) else [])
     lines = [",".join(columns + ["formats"])]
@@ -68,21 +102,14 @@ def write_outputs(result: ExploreResult) -> list[Path]:
         r = point_record(p)
         formats = ";".join(f"{k}={v}" for k, v in r["formats"].items())
         lines.append(",".join(_csv(r[c]) for c in columns) + f",{formats}")
-    path = out / "pareto.csv"
-    write_atomic(path, "\n".join(lines) + "\n")
-    written.append(path)
-    path = out / "measurements.csv"
-    write_atomic(path, result.measurements.to_csv(index=False, float_format="%.9g"))
-    written.append(path)
+    write_atomic(out / "pareto.csv", "\n".join(lines) + "\n")
+    write_atomic(out / "measurements.csv", result.measurements.to_csv(index=False, float_format="%.9g"))
     for p in result.front:
         if not p.source.startswith("ilp"):
             continue  # configs for the requested budgets; pareto.json has every hull vertex's assignment
-        path = out / f"config-{bpw_label(p.bpw)}.yaml"
-        write_atomic(path, yaml.safe_dump(config_document(result, p), sort_keys=False))
-        written.append(path)
+        write_atomic(out / f"config-{bpw_label(p.bpw)}.yaml", yaml.safe_dump(config_document(result, p), sort_keys=False))
     if s.plot:
-        written.append(plot_front(result, out / "pareto.png"))
-    return written
+        plot_front(result, out / "pareto.png", previous / "pareto.png")
 
 
 def _validated(result: ExploreResult) -> bool:
@@ -118,12 +145,21 @@ def config_document(result: ExploreResult, p: FrontPoint) -> dict[str, Any]:
     }
 
 
-def plot_front(result: ExploreResult, path: Path) -> Path:
-    """Error vs bpw: the front and the uniform baselines (not redrawn when its data is unchanged)."""
+def plot_front(result: ExploreResult, path: Path, previous: Path | None = None) -> Path:
+    """Error vs bpw: the front and the uniform baselines. Not redrawn when ``previous`` (default:
+    ``path``) was drawn from the same data: its bytes are reused."""
     key_file = path.with_name(f".{path.name}.key")
     key = f"{PLOT_VERSION}:{_plot_key(result)}{result.scenario.path.name}"
-    if path.exists() and key_file.exists() and key_file.read_text() == key:
-        return path
+    previous = previous or path
+    previous_key = previous.with_name(key_file.name)
+    try:
+        if previous_key.read_text() == key:
+            image = previous.read_bytes()
+            write_atomic(path, image)
+            write_atomic(key_file, key)
+            return path
+    except (OSError, UnicodeDecodeError):
+        pass  # no usable previous plot: draw it
     import matplotlib
 
     matplotlib.use("Agg")

@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from dse.files import read_document
 from quant import Candidate, parse_candidate
-from quant.errors import DseError
-from quant.yamlfile import YamlError, load_yaml
+from quant.errors import DseError, brief
 
 
 class ScenarioError(DseError):
@@ -30,7 +30,7 @@ class ScenarioError(DseError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSection(_Strict):
@@ -267,6 +267,7 @@ def parse(raw: Any, origin: str | Path, *, out: str | None = None) -> tuple[Scen
     if model is not None and model.sensitivity is not None and objective.metric != "output":
         problems.append("model.sensitivity: gains are used only by objective.metric: output; "
                         "set the metric or drop the field")
+    problems += _group_problems(values["groups"])
     output: OutputSection = values["output"]
     solver: SolverSection = values["solver"]
     out_dir = Path(out) if out else _output_path(path.parent, output.dir)
@@ -308,13 +309,11 @@ def scenario_from_dict(mapping: Mapping[str, Any], origin: str | Path = "<dict>"
 
 
 def read_yaml(path: str | Path) -> Any:
-    """The parsed scenario file; a missing file or bad YAML raises a one-line ScenarioError."""
-    path = Path(path)
+    """The parsed scenario file; an unreadable file (missing, a directory, not UTF-8, bad YAML, a
+    key given twice, nested too deeply, an alias bomb) raises a one-line ScenarioError."""
     try:
-        return load_yaml(path)
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: no such scenario file") from None
-    except YamlError as err:
+        return read_document(Path(path), "scenario file", "pass a scenario YAML, e.g. scenarios/edge.yaml")
+    except DseError as err:
         raise ScenarioError(str(err)) from None
 
 
@@ -369,6 +368,21 @@ def cross_problems(s: Scenario, tensors: Sequence[TensorFacts] | None,
         if absent:
             problems.append(f"groups[{i}]: role {absent[0]!r} is not the role of any selected tensor "
                             f"(roles present: {', '.join(roles)})")
+    return problems
+
+
+def _group_problems(groups: list[list[str]]) -> list[str]:
+    """A group shares one format among two or more roles; a role joins one group (else the last
+    group naming it would silently win)."""
+    problems = []
+    owner: dict[str, int] = {}
+    for i, group in enumerate(groups):
+        if len(set(group)) < 2:
+            problems.append(f"groups[{i}]: a group shares one format among two or more roles, e.g. [q, k, v]")
+        for role in dict.fromkeys(group):
+            if owner.setdefault(role, i) != i:
+                problems.append(f"groups[{i}]: role {brief(role)} is already in groups[{owner[role]}]; "
+                                "a role joins one group")
     return problems
 
 

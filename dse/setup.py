@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import io
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 
 from dse.atomic import write_atomic
 from dse.cache import SolutionCache
+from dse.files import read_document
 from dse.scenario import Scenario, ScenarioError, TensorFacts, cross_problems
 from hwcost import Hardware, WeightTensor, datapath, hardware_from_mapping, load_hardware, preset
 from models.activations import load_activations
@@ -26,8 +28,7 @@ from models.errors import SourceError
 from models.roles import parse_name
 from models.sources import MINILM_INSTALL, open_source
 from quant.errors import DseError
-from quant.metrics import activation_weights
-from quant.yamlfile import load_yaml
+from quant.metrics import MAX_MEAN_SQUARE, activation_weights
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,10 @@ def _build(s: Scenario, broken: frozenset[str]) -> tuple[Setup | None, list[str]
             hw = resolve_hardware(s)
         except DseError as err:
             problems.append(f"hardware: {err}")
+    for field_name, place in (("output.dir", s.output_dir), ("output.cache_dir", s.cache_dir)):
+        existing = next(p for p in (place, *place.parents) if p.exists())
+        if not existing.is_dir():
+            problems.append(f"{field_name}: {existing} is a file; name a directory (or pass --out)")
     tensors: list[Tensor] | None = None
     skipped: list[str] = []
     if "model" not in broken:
@@ -144,7 +149,10 @@ def resolve_hardware(s: Scenario) -> Hardware:
 
 
 def _yaml_mapping(path: Path) -> dict[str, Any]:
-    return dict(load_yaml(path) or {})
+    doc = read_document(path, "hardware file", "pass a hardware YAML (see README 'Hardware cost')") or {}
+    if not isinstance(doc, dict):
+        raise ScenarioError(f"{path}: expected a mapping of hardware fields, e.g. 'memory: hbm3'")
+    return doc
 
 
 def _tensors_of(s: Scenario, spec: str) -> list[Tensor]:
@@ -176,19 +184,35 @@ def activation_vectors(s: Scenario, tensors: Sequence[Tensor]) -> dict[str, np.n
     key = SolutionCache.key([np.frombuffer(origin, np.uint8)],
                             [spec, str(s.act_power), repr([(t.name, t.source_name, t.shape) for t in tensors])])
     path = s.cache_dir / "activations" / f"{key}.npz"
-    if path.exists():
-        with np.load(path) as cached:
-            return {name: cached[name] for name in cached.files}
+    cached = _cached_vectors(path)
+    if cached is not None:
+        return cached
     stats = load_activations(spec)
     out = {}
     for t in tensors:
         vector = stats.for_tensor(t.source_name, t.shape[1])
         if vector is not None:
-            out[t.name] = activation_weights(vector, s.act_power)
+            try:
+                out[t.name] = activation_weights(vector, s.act_power)
+            except DseError as err:
+                raise SourceError(f"{s.activations}: tensor {t.source_name}: {err}") from None
     buffer = io.BytesIO()
     np.savez(buffer, **out)
     write_atomic(path, buffer.getvalue())
     return out
+
+
+def _cached_vectors(path: Path) -> dict[str, np.ndarray] | None:
+    """Cached activation weights, or None when absent or damaged (truncated, edited out of range):
+    then they are computed again."""
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            out = {name: cached[name] for name in cached.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    ok = all(v.ndim == 1 and np.all(np.isfinite(v)) and (v.size == 0 or 0 <= v.min() <= v.max() <= MAX_MEAN_SQUARE)
+             for v in out.values())
+    return out if ok else None
 
 
 def _statistics_origin(spec: str) -> bytes:

@@ -16,12 +16,14 @@ whose reasons are in :data:`DEFAULT_SOURCES`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hwcost.errors import HardwareError
+from quant.errors import brief
 from hwcost.memory import MEMORY_PRESETS, OffChipMemory
 from hwcost.node import MAX_NODE_NM, MIN_NODE_NM, Technology
 from hwcost.sram import SMALLEST_MACRO_BITS
@@ -110,7 +112,7 @@ def preset(name: str) -> Hardware:
     """The default datapath on the memory preset ``name`` (case-insensitive)."""
     memory = MEMORY_PRESETS.get(name.strip().upper())
     if memory is None:
-        raise HardwareError(f"unknown hardware preset {name!r} (known: {', '.join(MEMORY_PRESETS)}, "
+        raise HardwareError(f"unknown hardware preset {brief(name)} (known: {', '.join(MEMORY_PRESETS)}, "
                             "or a YAML file)")
     return Hardware(name=memory.name, memory=memory, origin=f"preset {memory.name}")
 
@@ -122,12 +124,12 @@ def load_hardware(spec: str) -> Hardware:
         return preset(spec)
     if not path.is_file():
         if path.suffix.lower() in (".yaml", ".yml"):
-            raise HardwareError(f"hardware file {spec!r} not found")
+            raise HardwareError(f"hardware file {brief(spec)} not found")
         return preset(spec)  # raises: unknown preset
     try:
         data = parse_yaml(path.read_text(), spec)
-    except (OSError, UnicodeDecodeError) as err:
-        raise HardwareError(f"{spec}: not readable YAML ({str(err).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError, RecursionError) as err:
+        raise HardwareError(f"{spec}: not readable YAML ({str(err).splitlines()[0][:100]})") from None
     except YamlError as err:
         raise HardwareError(str(err)) from None
     return hardware_from_mapping(data, origin=spec)
@@ -137,7 +139,7 @@ def hardware_from_mapping(data: Any, origin: str) -> Hardware:
     """Validate a parsed YAML mapping; every problem is reported, one ``origin: field: why`` each."""
     if not isinstance(data, dict):
         raise HardwareError(f"{origin}: expected a mapping of hardware fields, e.g. 'memory: hbm3'")
-    problems = [f"{origin}: unknown field {key!r} (known: {', '.join(KNOWN_FIELDS)})"
+    problems = [f"{origin}: unknown field {brief(key)} (known: {', '.join(KNOWN_FIELDS)})"
                 for key in data if key not in KNOWN_FIELDS]
     values: dict[str, Any] = {}
     for key in data:
@@ -158,7 +160,7 @@ def hardware_from_mapping(data: Any, origin: str) -> Hardware:
     default_name = Path(origin).stem if origin.endswith((".yaml", ".yml")) else memory.name if memory else ""
     name = data.get("name", default_name)
     if not isinstance(name, str):
-        problems.append(f"{origin}: name: must be a string (got {name!r})")
+        problems.append(f"{origin}: name: must be a string (got {brief(name)})")
     if "lut_output_exponent_bits" in values and values["lut_output_exponent_bits"] > values.get(
             "lut_output_bits", Hardware.lut_output_bits) - 2:
         problems.append(f"{origin}: lut_output_exponent_bits: must leave a sign and a significand bit in "
@@ -183,10 +185,12 @@ def _check_number(key: str, value: Any, *, integer: bool, optional: bool) -> str
     if optional and value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
-        return f"must be {'an integer' if integer else 'a number'} (got {value!r})"
+        return f"must be {'an integer' if integer else 'a number'} (got {brief(value)})"
+    if not math.isfinite(value):
+        return f"must be a finite number (got {value!r})"
     low, high = _RANGES.get(key, (0.0, None))
     if value < low or (high is not None and value > high) or (not integer and value <= 0):
-        return f"must be in [{low}, {high if high is not None else 'inf'}] (got {value!r})"
+        return f"must be in [{low}, {high if high is not None else 'inf'}] (got {brief(value)})"
     return None
 
 
@@ -195,17 +199,17 @@ def _memory(value: Any, origin: str) -> tuple[OffChipMemory | None, list[str]]:
     if isinstance(value, str):
         base = MEMORY_PRESETS.get(value.strip().upper())
         if base is None:
-            return None, [f"{origin}: memory: unknown preset {value!r} (known: {', '.join(MEMORY_PRESETS)})"]
+            return None, [f"{origin}: memory: unknown preset {brief(value)} (known: {', '.join(MEMORY_PRESETS)})"]
         return base, []
     if not isinstance(value, dict):
-        return None, [f"{origin}: memory: expected a preset name or a mapping (got {value!r})"]
+        return None, [f"{origin}: memory: expected a preset name or a mapping (got {brief(value)})"]
     problems = [f"{origin}: memory.{key}: unknown field (known: {', '.join(_MEMORY_FIELDS)})"
                 for key in value if key not in _MEMORY_FIELDS]
     base = None
     if "preset" in value:
         base = MEMORY_PRESETS.get(str(value["preset"]).strip().upper())
         if base is None:
-            problems.append(f"{origin}: memory.preset: unknown preset {value['preset']!r} "
+            problems.append(f"{origin}: memory.preset: unknown preset {brief(value['preset'])} "
                             f"(known: {', '.join(MEMORY_PRESETS)})")
     numbers: dict[str, float] = {}
     for key in ("bandwidth_gbyte_per_s", "energy_pj_per_bit"):

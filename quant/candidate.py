@@ -33,8 +33,10 @@ import enum
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import cast
 
-from quant.errors import CandidateError, UnknownFormatError
+from quant.errors import CandidateError, UnknownFormatError, brief
 from quant.formats import AtomFormat, AtomKind, get_atom
 from quant.scales import ScaleFormat, get_scale
 
@@ -216,7 +218,7 @@ class Candidate:
         if self.outliers is not None:
             corrections.append(f"opq({_fmt_num(self.outliers.quantile)}{_fmt_bits(self.outliers.bits_per_entry)})")
         if self.residual is not None:
-            corrections.append(f"res({_fmt_num(self.residual.fraction * 100)}%{_fmt_bits(self.residual.bits_per_entry)})")
+            corrections.append(f"res({_fmt_percent(self.residual.fraction)}%{_fmt_bits(self.residual.bits_per_entry)})")
         return ":".join([core, *opts]) + "".join(f"+{c}" for c in corrections)
 
     def __str__(self) -> str:
@@ -276,8 +278,23 @@ def _target(atom: AtomFormat, signed: bool) -> float:
     return atom.top if signed else atom.qmax
 
 
-def _fmt_num(x: float) -> str:
-    return f"{x:.6g}"
+def _fmt_num(x: float | Decimal) -> str:
+    """The shortest decimal that parses back to ``x`` exactly, never with a '+' (a name splits
+    corrections at '+'): 0.95, 1e-05, 1e16, 33."""
+    d = (x if isinstance(x, Decimal) else Decimal(repr(float(x)))).normalize()
+    if -7 < d.adjusted() < 16:
+        return format(d, "f")
+    return format(d, "e").replace("e+", "e")
+
+
+def _fmt_percent(fraction: float) -> str:
+    """``fraction`` as the percentage P that :func:`_percent_fraction` turns back into it exactly."""
+    return _fmt_num(Decimal(repr(fraction)).scaleb(2))
+
+
+def _percent_fraction(text: str) -> float:
+    """P % as a fraction, rounded once from the exact decimal P/100 (so printing round-trips)."""
+    return float(Decimal(text).scaleb(-2))
 
 
 def _fmt_bits(bits: float | None) -> str:
@@ -318,47 +335,63 @@ _SIGN = {"signed": True, "absmax": False}
 _CORRECTION = re.compile(r"(opq|res)\((.*)\)")
 
 
+_NUMBER = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e-?[0-9]+)?", re.ASCII)
+"""A number in a name: ASCII decimal, no sign, no '+' (it would split the name), no nan/inf."""
+_BLOCK = re.compile(r"[0-9]+", re.ASCII)
+MAX_ENTRY_BITS = 1024.0
+"""Largest cost of one stored outlier/residual entry a name may state (bits, value + index)."""
+
+
 def parse_candidate(text: str) -> Candidate:
-    """Parse a candidate name; raises UnknownFormatError / CandidateError with a one-line fix."""
-    raw = text.strip()
-    head, *corrections = raw.split("+")
+    """Parse a candidate name; raises UnknownFormatError / CandidateError with a one-line fix.
+
+    Every accepted name prints canonically (``Candidate.name``) and parses back to the same
+    candidate; an option or correction given twice is an error, not "the last one wins".
+    """
+    raw = brief(text.strip(), 80)
+    head, *corrections = text.strip().split("+")
     core, *options = head.split(":")
     block: int | None = DEFAULT_BLOCK
     if "@" in core:
         core, block_text = core.rsplit("@", 1)
         if block_text.lower() == "layer":
             block = None
-        elif block_text.isdigit() and int(block_text) > 0:
+        elif _BLOCK.fullmatch(block_text) and 0 < int(block_text) <= 1 << 24:
             block = int(block_text)
         else:
-            raise CandidateError(f"candidate {raw!r}: block must be a positive integer or 'layer'")
+            raise CandidateError(f"candidate {raw}: block must be a positive integer up to 2^24 (ASCII digits) "
+                                 "or 'layer'")
     atoms, scale = _split_atoms_scale(raw, core, block)
     d = _defaults(atoms, scale, block)
-    rule, signed, tensor = d.rule, d.signed, d.tensor_scale
-    selection: Selection | None = None
-    act_weighted = False
-    lut_format = None
+    given: dict[str, object] = {}
     for opt in (o.strip().lower() for o in options):
+        value: object
         if opt in _RULES:
-            rule = _RULES[opt]
+            kind, value = "scale rule", _RULES[opt]
         elif opt in _SIGN:
-            signed = _SIGN[opt]
+            kind, value = "sign", _SIGN[opt]
         elif opt in _TENSOR:
-            tensor = _TENSOR[opt]
+            kind, value = "tensor factor", _TENSOR[opt]
         elif opt in _SELECT:
-            selection = _SELECT[opt]
+            kind, value = "selection", _SELECT[opt]
         elif opt == "aw":
-            act_weighted = True
+            kind, value = "aw", True
         elif opt.startswith("lut="):
-            lut_format = get_atom(opt[4:])
+            kind, value = "lut", get_atom(opt[4:])
         else:
             known = ", ".join([*_RULES, *_SIGN, *_TENSOR, *_SELECT, "aw", "lut=FMT"])
-            raise CandidateError(f"candidate {raw!r}: unknown option {opt!r} (known: {known})")
+            raise CandidateError(f"candidate {raw}: unknown option {brief(opt, 30)} (known: {known})")
+        if kind in given:
+            raise CandidateError(f"candidate {raw}: {kind} given twice; keep one option")
+        given[kind] = value
     outliers, residual = _parse_corrections(raw, corrections)
-    if selection is None:
-        selection = _default_selection(atoms, scale, signed)
-    candidate = Candidate(atoms, scale, block, rule, signed, tensor, selection, act_weighted, lut_format,
-                          outliers, residual)
+    signed = cast(bool, given.get("sign", d.signed))
+    candidate = Candidate(
+        atoms, scale, block, cast(ScaleRule, given.get("scale rule", d.rule)), signed,
+        cast(TensorScale, given.get("tensor factor", d.tensor_scale)),
+        cast(Selection | None, given.get("selection", _default_selection(atoms, scale, signed))),
+        bool(given.get("aw", False)), cast(AtomFormat | None, given.get("lut")), outliers, residual,
+    )
     _validate(raw, candidate)
     return candidate
 
@@ -368,68 +401,77 @@ def _parse_corrections(raw: str, parts: list[str]) -> tuple[Outliers | None, Res
     for part in parts:
         match = _CORRECTION.fullmatch(part.strip().lower())
         if not match:
-            raise CandidateError(f"candidate {raw!r}: unknown correction {part!r}; use opq(0.95) or res(0.5%)")
+            raise CandidateError(f"candidate {raw}: unknown correction {brief(part, 30)}; use opq(0.95) or res(0.5%)")
         kind, (value, *rest) = match[1], [a.strip() for a in match[2].split(",")]
         if len(rest) > 1:
-            raise CandidateError(f"candidate {raw!r}: {kind}(...) takes a value and optional bits")
+            raise CandidateError(f"candidate {raw}: {kind}(...) takes a value and optional bits")
+        if (outliers if kind == "opq" else residual) is not None:
+            raise CandidateError(f"candidate {raw}: {kind}(...) given twice; keep one")
         bits: float | None = SPARSE_VALUE_BITS + SPARSE_INDEX_BITS
-        if rest:
-            bits = None if rest[0] == "blockidx" else _number(raw, rest[0], "bits per entry")
+        if rest and rest[0] != "blockidx":
+            bits = _number(raw, rest[0], "bits per entry")
+            if not 1.0 <= bits <= MAX_ENTRY_BITS:
+                raise CandidateError(f"candidate {raw}: bits per entry must be in [1, {MAX_ENTRY_BITS:g}] "
+                                     "(value + index bits), e.g. res(0.5%,32)")
+        elif rest:
+            bits = None
         if kind == "opq":
             q = _number(raw, value, "opq quantile")
             if not 0.0 < q < 1.0:
-                raise CandidateError(f"candidate {raw!r}: opq quantile must be in (0, 1), e.g. opq(0.95)")
+                raise CandidateError(f"candidate {raw}: opq quantile must be in (0, 1), e.g. opq(0.95)")
             outliers = Outliers(q, bits)
         else:
             if not value.endswith("%"):
-                raise CandidateError(f"candidate {raw!r}: res takes a percentage, e.g. res(0.5%)")
-            pct = _number(raw, value[:-1], "res percentage")
-            if not 0.0 < pct < 100.0:
-                raise CandidateError(f"candidate {raw!r}: res percentage must be in (0, 100)")
-            residual = Residual(pct / 100.0, bits)
+                raise CandidateError(f"candidate {raw}: res takes a percentage, e.g. res(0.5%)")
+            _number(raw, value[:-1], "res percentage")
+            fraction = _percent_fraction(value[:-1])
+            if not 0.0 < fraction < 1.0:
+                raise CandidateError(f"candidate {raw}: res percentage must be in (0, 100)")
+            residual = Residual(fraction, bits)
     if outliers is not None and residual is not None and outliers.bits_per_entry != residual.bits_per_entry:
-        raise CandidateError(f"candidate {raw!r}: opq and res must use the same bits per entry")
+        raise CandidateError(f"candidate {raw}: opq and res must use the same bits per entry")
     return outliers, residual
 
 
 def _number(raw: str, text: str, what: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise CandidateError(f"candidate {raw!r}: {what} {text!r} is not a number") from None
+    value = float(text) if _NUMBER.fullmatch(text) else math.nan
+    if not math.isfinite(value):  # also 1e999, which float() reads as inf
+        raise CandidateError(f"candidate {raw}: {what} {brief(text, 30)} is not a finite decimal number "
+                             "(ASCII digits, e.g. 0.5)")
+    return value
 
 
 def _validate(raw: str, c: Candidate) -> None:
     if len(c.atoms) > 2:
-        raise CandidateError(f"candidate {raw!r}: at most two grids per block (one selection bit)")
+        raise CandidateError(f"candidate {raw}: at most two grids per block (one selection bit)")
     if c.dual and len({a.code_bits for a in c.atoms}) > 1:
-        raise CandidateError(f"candidate {raw!r}: the grids of a pair need the same code width")
+        raise CandidateError(f"candidate {raw}: the grids of a pair need the same code width")
     if c.selection is Selection.SIGN and not (c.scale.signed and not c.signed and all(a.symmetric for a in c.atoms)):
         raise CandidateError(
-            f"candidate {raw!r}: :selsign needs a signed scale, :absmax and two symmetric grids; use :selbit"
+            f"candidate {raw}: :selsign needs a signed scale, :absmax and two symmetric grids; use :selbit"
         )
     if c.selection is Selection.META and not c.scale.metabit:
-        raise CandidateError(f"candidate {raw!r}: :selmeta needs a scale with a metabit (S1E5M5); use :selbit")
+        raise CandidateError(f"candidate {raw}: :selmeta needs a scale with a metabit (S1E5M5); use :selbit")
     if not c.dual and c.selection is not None:
-        raise CandidateError(f"candidate {raw!r}: :{c.selection.value} needs a dual pair A|B")
+        raise CandidateError(f"candidate {raw}: :{c.selection.value} needs a dual pair A|B")
     if c.tensor_scale is not TensorScale.NONE and c.scale.wide_range:
         raise CandidateError(
-            f"candidate {raw!r}: {c.scale.name} spans more range than any tensor needs; drop :{c.tensor_scale.value}"
+            f"candidate {raw}: {c.scale.name} spans more range than any tensor needs; drop :{c.tensor_scale.value}"
         )
     if c.outliers is not None and c.block_size is not None:
         # Samuelson: in n samples no |x - mean| exceeds (n-1)/sqrt(n) sample standard deviations.
         reach = (c.block_size - 1) / math.sqrt(c.block_size)
         if c.outliers.threshold_sigmas(c.block_size) >= reach:
             raise CandidateError(
-                f"candidate {raw!r}: opq({c.outliers.quantile:g}) flags |w| > "
+                f"candidate {raw}: opq({_fmt_num(c.outliers.quantile)}) flags |w| > "
                 f"{c.outliers.threshold_sigmas(c.block_size):.2f} sigma_block, but no weight in a block of "
                 f"{c.block_size} can exceed {reach:.2f}; lower the quantile or use a larger block"
             )
     if c.block_size is None:
         if c.tensor_scale is not TensorScale.NONE:
-            raise CandidateError(f"candidate {raw!r}: an @layer scale is already per tensor; drop :{c.tensor_scale.value}")
+            raise CandidateError(f"candidate {raw}: an @layer scale is already per tensor; drop :{c.tensor_scale.value}")
         if c.rule in (ScaleRule.MSE, ScaleRule.FOUR_OVER_SIX) or c.dual or c.outliers:
-            raise CandidateError(f"candidate {raw!r}: :mse, :4o6, pairs and opq work per block; use a block size")
+            raise CandidateError(f"candidate {raw}: :mse, :4o6, pairs and opq work per block; use a block size")
 
 
 def _split_atoms_scale(raw: str, core: str, block: int | None) -> tuple[tuple[AtomFormat, ...], ScaleFormat]:
@@ -440,7 +482,7 @@ def _split_atoms_scale(raw: str, core: str, block: int | None) -> tuple[tuple[At
     positions = [i for i, ch in enumerate(core) if ch in "sS"]
     if not positions:
         raise CandidateError(
-            f"candidate {raw!r}: expected ATOMsSCALE[@BLOCK], e.g. E2M3sUE4M4 or NF4sFP32@64"
+            f"candidate {raw}: expected ATOMsSCALE[@BLOCK], e.g. E2M3sUE4M4 or NF4sFP32@64"
         )
     first_error: UnknownFormatError | None = None
     for i in positions:
@@ -452,8 +494,8 @@ def _split_atoms_scale(raw: str, core: str, block: int | None) -> tuple[tuple[At
         try:  # the first split with a valid scale is the reading; its atom errors are the user's
             return tuple(resolve_atom(name, block) for name in core[:i].split("|")), scale
         except UnknownFormatError as err:
-            raise UnknownFormatError(f"candidate {raw!r}: {err}") from None
-    raise UnknownFormatError(f"candidate {raw!r}: {first_error}")
+            raise UnknownFormatError(f"candidate {raw}: {err}") from None
+    raise UnknownFormatError(f"candidate {raw}: {first_error}")
 
 
 _BLOCK_MATCHED = ("BOF4", "BOF4S")

@@ -24,7 +24,7 @@ from types import MappingProxyType
 import numpy as np
 
 from quant import codebooks
-from quant.errors import UnknownFormatError
+from quant.errors import UnknownFormatError, brief
 from quant.floats import FloatSpec, Specials, ieee_bias
 from quant.lookup import LookupTable, Rounding, rounding_thresholds
 
@@ -143,10 +143,10 @@ def _codebook(
 ) -> AtomFormat:
     v32 = np.asarray(list(values), dtype=np.float32)
     if v32.size < 2 or not np.all(np.isfinite(v32)):
-        raise UnknownFormatError(f"codebook {name!r} needs at least two finite values")
+        raise UnknownFormatError(f"codebook {brief(name)} needs at least two finite values")
     uniq = np.unique(v32)
     if uniq.size != v32.size:
-        raise UnknownFormatError(f"codebook {name!r} has duplicate values (after float32 rounding)")
+        raise UnknownFormatError(f"codebook {brief(name)} has duplicate values (after float32 rounding)")
     return AtomFormat(
         name=name,
         values=tuple(float(x) for x in uniq),
@@ -217,9 +217,9 @@ _USER: dict[str, AtomFormat] = {}
 ATOMS: Mapping[str, AtomFormat] = MappingProxyType(_BUILTIN)
 """Built-in atoms by canonical name (read-only). User codebooks live beside them."""
 
-_FLOAT_NAME = re.compile(r"E(\d+)M(\d+)")
-_INT_NAME = re.compile(r"INT(\d+)")
-_LEARNED_NAME = re.compile(r"DD(\d+)")
+_FLOAT_NAME = re.compile(r"E(\d+)M(\d+)", re.ASCII)
+_INT_NAME = re.compile(r"INT(\d+)", re.ASCII)
+_LEARNED_NAME = re.compile(r"DD(\d+)", re.ASCII)
 
 
 def register_codebook(name: str, values: Iterable[float], source: str = "user-defined") -> AtomFormat:
@@ -230,9 +230,9 @@ def register_codebook(name: str, values: Iterable[float], source: str = "user-de
     """
     key = name.upper()
     if key in _BUILTIN and not _BUILTIN[key].note.startswith("reconstructed"):
-        raise UnknownFormatError(f"codebook name {name!r} is a built-in format; choose another name")
+        raise UnknownFormatError(f"codebook name {brief(name)} is a built-in format; choose another name")
     if _FLOAT_NAME.fullmatch(key) or _INT_NAME.fullmatch(key) or _LEARNED_NAME.fullmatch(key):
-        raise UnknownFormatError(f"codebook name {name!r} would shadow a float/int format name")
+        raise UnknownFormatError(f"codebook name {brief(name)} would shadow a float/int format name")
     atom = _codebook(key, values, source)
     _USER[key] = atom
     return atom
@@ -257,26 +257,28 @@ def _generated_atom(key: str, name: str) -> AtomFormat:
     if match := _FLOAT_NAME.fullmatch(key):
         e, m = int(match[1]), int(match[2])
         if not (1 <= e <= 8 and 0 <= m <= 10 and e + m <= 15):
-            raise UnknownFormatError(f"float atom {name!r}: need 1<=E<=8, 0<=M<=10, E+M<=15")
+            raise UnknownFormatError(f"float atom {brief(name)}: need 1<=E<=7, 1<=M<=10, E+M<=15")
         if m == 0:
-            raise UnknownFormatError(f"float atom {name!r}: an atom needs mantissa bits (M>=1)")
+            raise UnknownFormatError(f"float atom {brief(name)}: an atom needs mantissa bits (M>=1)")
+        if e == 8:  # all codes finite: the top binade reaches 2**128, beyond float32 (the working type)
+            raise UnknownFormatError(f"float atom {brief(name)}: an all-finite E8My exceeds float32's range; use E<=7")
         # A user-named ExMy other than the OCP FP8 pair is taken as all-finite (no Inf/NaN),
         # the OCP MX convention for FP4/FP6 elements: every code is a usable value.
         return _float_atom(e, m, Specials.NONE, None, f"ExMy E{e}M{m}, bias {ieee_bias(e)}, "
                            "subnormals, all codes finite (OCP MX element convention)")
     if match := _LEARNED_NAME.fullmatch(key):
         if not 2 <= int(match[1]) <= 8:
-            raise UnknownFormatError(f"learned atom {name!r}: need 2 <= bits <= 8")
+            raise UnknownFormatError(f"learned atom {brief(name)}: need 2 <= bits <= 8")
         return _learned(int(match[1]))
     if match := _INT_NAME.fullmatch(key):
         bits = int(match[1])
         if not 2 <= bits <= 16:
-            raise UnknownFormatError(f"integer atom {name!r}: need 2 <= bits <= 16")
+            raise UnknownFormatError(f"integer atom {brief(name)}: need 2 <= bits <= 16")
         return _int_atom(bits)
     raise UnknownFormatError(_unknown_message("atom format", name, known_atom_names()))
 
 
 def _unknown_message(kind: str, name: str, known: list[str], generated: str = "any ExMy / INTn") -> str:
-    close = difflib.get_close_matches(name.upper(), known, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name[:64].upper(), known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return f"unknown {kind} {name!r}{hint} (known: {', '.join(known)}, or {generated}; see `dse formats`)"
+    return f"unknown {kind} {brief(name)}{hint} (known: {', '.join(known)}, or {generated}; see `dse formats`)"

@@ -15,6 +15,8 @@ from typing import Literal
 
 import numpy as np
 
+from quant.errors import DseError
+
 
 def activation_weights(mean_square: np.ndarray, power: Literal[1, 2] = 2) -> np.ndarray:
     """Per-input-channel weights h_j from mean squared activations E[x_j^2] (what imatrix stores).
@@ -26,7 +28,15 @@ def activation_weights(mean_square: np.ndarray, power: Literal[1, 2] = 2) -> np.
     ms = np.asarray(mean_square, dtype=np.float64)
     if power not in (1, 2):
         raise ValueError("power must be 1 (h = c) or 2 (h = c^2)")
+    if ms.size and not (np.all(np.isfinite(ms)) and ms.min() >= 0 and ms.max() <= MAX_MEAN_SQUARE):
+        worst = ms[~np.isfinite(ms)][0] if not np.all(np.isfinite(ms)) else (ms.min() if ms.min() < 0 else ms.max())
+        raise DseError(f"activation statistics hold {worst:.3g}; mean squares must be finite, >= 0 and "
+                          f"<= {MAX_MEAN_SQUARE:g} (weighted sums run in float32); rescale them")
     return ms if power == 2 else np.sqrt(ms)
+
+
+MAX_MEAN_SQUARE = 1e30
+"""Largest mean squared activation accepted: h then fits float32 with room for h * w^2."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from functools import cache, cached_property
 
 import numpy as np
 
-from quant.errors import UnknownFormatError
+from quant.errors import UnknownFormatError, brief
 from quant.floats import FloatSpec, Specials, ieee_bias
 from quant.formats import _unknown_message
 from quant.lookup import LookupTable, Rounding, rounding_thresholds
@@ -99,9 +99,9 @@ def _scale_table(fmt: ScaleFormat, rounding: Rounding) -> LookupTable:
     return LookupTable.build(values, rounding_thresholds(values, rounding, even))
 
 
-_UNSIGNED = re.compile(r"UE(\d+)M(\d+)")
-_SIGNED = re.compile(r"E(\d+)M(\d+)")
-_META = re.compile(r"S1E(\d+)M(\d+)")
+_UNSIGNED = re.compile(r"UE(\d+)M(\d+)", re.ASCII)
+_SIGNED = re.compile(r"E(\d+)M(\d+)", re.ASCII)
+_META = re.compile(r"S1E(\d+)M(\d+)", re.ASCII)
 
 BUILTIN_SCALES = ("UE8M0", "UE4M4", "UE4M3", "UE5M3", "UE3M5", "UE5M7", "E4M3", "S1E5M5", "E8M7", "FP32")
 
@@ -119,7 +119,7 @@ def _scale_by_key(key: str, name: str) -> ScaleFormat:
         if match := pattern.fullmatch(key):
             e, m = int(match[1]), int(match[2])
             if not (1 <= e <= 8 and 0 <= m <= 10):
-                raise UnknownFormatError(f"scale format {name!r}: need 1<=E<=8 and 0<=M<=10")
+                raise UnknownFormatError(f"scale format {brief(name)}: need 1<=E<=8 and 0<=M<=10")
             return _make_scale(key, e, m, signed, meta)
     raise UnknownFormatError(
         _unknown_message("scale format", name, list(BUILTIN_SCALES), "any UExMy / ExMy / S1ExMy")

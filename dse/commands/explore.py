@@ -6,7 +6,7 @@ import argparse
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dse.commands.options import add_scheduler_argument
+from dse.commands.args import add_scheduler_argument, finite_float, positive_int
 from dse.pipeline import explore
 from dse.render import console
 from dse.report import print_assignment, print_front, write_outputs
@@ -18,9 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explore", help="measure candidates, solve the per-tensor allocation, report the front")
     p.add_argument("scenario", help="scenario YAML, e.g. scenarios/edge.yaml")
     p.add_argument("--out", default=None, help="output directory (overrides output.dir)")
-    p.add_argument("--jobs", type=int, default=None, help="measurement processes (default: all cores)")
+    p.add_argument("--jobs", type=positive_int, default=None, help="measurement processes (default: all cores)")
     add_scheduler_argument(p)
-    p.add_argument("--show", type=float, default=None, metavar="BPW",
+    p.add_argument("--show", type=finite_float, default=None, metavar="BPW",
                    help="print the per-tensor assignment of the front point nearest this bpw")
     p.set_defaults(handler=run_explore)
     v = sub.add_parser("validate", help="check a scenario file and list every problem")

@@ -14,7 +14,7 @@ from rich.progress import (
 )
 
 from dse import render
-from dse.commands.options import add_scheduler_argument
+from dse.commands.args import add_scheduler_argument, positive_int, seed
 from dse.executor import open_executor
 from dse.measurement import TOTAL, Measurement, activation_source, measure_source
 from dse.render import console, fmt_sci, print_json
@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="minilm | smollm2 | whisper-base | FILE.safetensors | FILE.gguf | DIR | "
                         "MODEL:synthetic[:KIND] (see `dse models`) | synthetic:KIND")
     p.add_argument("--shape", default="4096x4096", help="synthetic matrix shape ROWSxCOLS (default 4096x4096)")
-    p.add_argument("--seed", type=int, default=0, help="synthetic seed (default 0)")
-    p.add_argument("--threads", type=int, default=None, help="threads per tensor (default: all cores; results do not depend on it)")
+    p.add_argument("--seed", type=seed, default=0, help="synthetic seed (default 0)")
+    p.add_argument("--threads", type=positive_int, default=None, help="threads per tensor (default: all cores; results do not depend on it)")
     p.add_argument("--sample", default="auto", metavar="auto|off|FRACTION",
                    help="estimate errors from a seeded sample of row groups with 95%% CIs; auto (default) "
                         "samples only sources above 2^30 weights")
@@ -48,8 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _parse_shape(text: str) -> tuple[int, int]:
     parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise DseError(f"--shape {text!r}: expected ROWSxCOLS with positive integers, e.g. 4096x4096")
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() and 0 < int(p) < 1 << 31 for p in parts):
+        raise DseError(f"--shape {text[:40]!r}: expected ROWSxCOLS, positive integers below 2**31, e.g. 4096x4096")
     return int(parts[0]), int(parts[1])
 
 

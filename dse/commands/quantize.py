@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dse import render
-from dse.commands.options import add_scheduler_argument
+from dse.commands.args import add_scheduler_argument, positive_int
 from dse.package import quantize_package, total, verify_package
 from dse.render import console, fmt_sci, print_json
 
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="weight source (default: the config's weights; see `dse measure --help`)")
     q.add_argument("--out", required=True, metavar="DIR", help="package directory")
     q.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a table")
-    q.add_argument("--jobs", type=int, default=1,
+    q.add_argument("--jobs", type=positive_int, default=1,
                    help="local processes packing tensors (default 1: one tensor at a time, least memory)")
     add_scheduler_argument(q)
     q.set_defaults(handler=run_quantize)
