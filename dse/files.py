@@ -11,7 +11,7 @@ from typing import Any
 
 
 from quant.errors import DseError, EnvironmentFailure
-from quant.yamlfile import YamlError, parse_yaml
+from quant.yamlfile import DuplicateKeyError, YamlError, parse_yaml
 
 MAX_VALUES = 1_000_000
 """Values a document may expand to: YAML aliases can make a 600-byte file stand for 10^9 values."""
@@ -42,6 +42,8 @@ def read_document(path: Path, what: str, fix: str) -> Any:
         doc = json.loads(text) if path.suffix.lower() == ".json" else parse_yaml(text, str(path))
     except json.JSONDecodeError as err:
         raise DseError(f"{path}: not valid JSON (line {err.lineno}: {err.msg}); {fix}") from None
+    except DuplicateKeyError as err:
+        raise DseError(str(err)[:300]) from None  # it names both lines and the fix already
     except YamlError as err:
         raise DseError(f"{str(err)[:300]}; {fix}") from None
     except RecursionError:

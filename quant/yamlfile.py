@@ -36,6 +36,10 @@ class YamlError(DseError):
     """A YAML file that cannot be read as written (duplicate key, syntax error)."""
 
 
+class DuplicateKeyError(YamlError):
+    """A key given twice in one mapping; the message names both lines and the fix."""
+
+
 class _Loader(yaml.SafeLoader):
     pass
 
@@ -84,7 +88,7 @@ def _check_duplicates(node: yaml.Node, where: str, origin: str) -> None:
             path = f"{where}.{name}" if where else str(name)
             line = key.start_mark.line + 1
             if name in seen:
-                raise YamlError(f"{origin}: line {line}: {path} is given twice (first at line {seen[name]}); "
+                raise DuplicateKeyError(f"{origin}: line {line}: {path} is given twice (first at line {seen[name]}); "
                                 "keep one")
             seen[name] = line
             _check_duplicates(value, path, origin)

@@ -476,7 +476,7 @@ def test_validate_rejects_what_explore_would_ignore_or_fail_on(tmp_path, capsys,
 def test_duplicate_keys_are_an_error(tmp_path, capsys):
     path = small_scenario(tmp_path)
     path.write_text(path.read_text() + "budgets: {bpw: [4.6]}\n")
-    assert "key 'budgets' given twice" in one_error(capsys, 2, ["validate", str(path)])
+    assert "budgets is given twice (first at line 1); keep one" in one_error(capsys, 2, ["validate", str(path)])
 
 
 # --- signals: workers die with their parent ----------------------------------------------------------
