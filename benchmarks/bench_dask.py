@@ -45,7 +45,9 @@ SCENARIO = {
     "model": {"weights": "llama-3.2-1b:synthetic"},
     "candidates": {"names": CANDIDATES},
     "hardware": {"preset": "lpddr5x"},
-    "budgets": {"bpw": [4.75, 6.5]},
+    # One budget above every format: the run times measurement, not the solver (issue 12 covers
+    # budgets the solver cannot certify at this size).
+    "budgets": {"bpw": [9.0]},
 }
 MODELS = ["llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b", "deepseek-v3"]
 WORKERS = [8, 64, 512]
