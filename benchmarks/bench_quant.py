@@ -18,9 +18,10 @@ from rich.console import Console
 from dse import render
 from quant import measure, parse_candidate
 
-# The last two include fitting the learned DD4 codebook to the tensor (goal: < 2 s at 4096x4096).
+# SFP4 rounds onto three grids per block. The last four include fitting learned DD4 codebooks to
+# the tensor (goal: < 2 s at 4096x4096); DD4|DD4 (MPO2) fits two, then refits both jointly.
 CANDIDATES = ("E2M3sUE4M4", "E2M1sE4M3@16", "E2M1sUE8M0@32", "NF4sUE4M4", "NF4sFP32@16", "E4M3sUE8M0@layer",
-              "DD4sUE4M4", "NF4|DD4sUE4M4")
+              "SFP4sE4M3", "DD4sUE4M4", "NF4|DD4sUE4M4", "DD4|DD4sUE4M4", "NF4|DD4sUE4M4:lut=E4M3")
 
 
 def best_of(repeat: int, fn) -> float:

@@ -24,8 +24,9 @@ import numpy as np
 
 
 from quant import AtomFormat, AtomKind, Candidate, QuantizedTensor, ScaleFormat, TensorScale, parse_candidate
-from quant.candidate import Selection
+from quant.candidate import LUT_EXPONENT_BITS, Selection
 from quant.engine import fixed_grid
+from quant.lutformat import EXPONENT_BIAS, decoded_levels, encode_grid
 from quant.errors import DseError
 
 FORMAT = "sop-dse-packed"
@@ -193,18 +194,23 @@ def lut_levels(c: Candidate) -> int:
     return max(a.n_values for a in c.atoms)
 
 
-def _lut_entries(c: Candidate, k: int, grid: np.ndarray) -> np.ndarray:
-    """LUT image of a table-decoded grid: lut= codes of the levels in the atom's own units, or
-    the effective float32 levels when the candidate has no lut= format; padded with the last."""
+def _lut_entries(c: Candidate, k: int, grid: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """LUT image of a table-decoded grid, padded with the last entry, and its exponent field:
+    under lut=FMT the FMT codes of the placed levels (docs/packed-format.md §3.2) and e + 127;
+    without, the effective float32 levels and None."""
     if c.lut_format is None:
         entries = grid.astype(np.float32).view(np.uint32)
+        exponent = None
     else:
-        factor = c.grid_factor(k)
-        levels = c.lut_format.table.round((grid.astype(np.float64) / factor).astype(np.float32))
-        if not np.array_equal((levels.astype(np.float64) * factor).astype(np.float32), grid):
-            raise ValueError(f"grid {k} is not fp32(lut level x {factor}); quant and packing disagree")
-        entries = _atom_encoding(c.lut_format).encode(levels.astype(np.float64))
-    return np.concatenate([entries, np.repeat(entries[-1:], lut_levels(c) - entries.size)])
+        try:
+            values, e = encode_grid(c.lut_format, grid, c.grid_factor(k))
+        except ValueError as err:
+            raise ValueError(f"grid {k}: {err}; quant and packing disagree") from None
+        entries = _atom_encoding(c.lut_format).encode(values)
+        exponent = e + EXPONENT_BIAS
+        if not 0 <= exponent <= 255:
+            raise PackError(f"candidate {c.name}: grid {k} needs LUT exponent {e}, outside a UE8M0 byte")
+    return np.concatenate([entries, np.repeat(entries[-1:], lut_levels(c) - entries.size)]), exponent
 
 
 def _sparse_index_bits(c: Candidate, numel: int) -> int:
@@ -252,7 +258,10 @@ def pack(q: QuantizedTensor, tensor: str = "tensor") -> Packed:
     for k, (atom, grid) in enumerate(zip(c.atoms, q.grids)):
         if atom.kind in _LOOKUP_ATOMS:
             code_of[k, :grid.size] = np.arange(grid.size)
-            put(f"lut.{k}", _lut_entries(c, k, grid), c.lut_width_bits)
+            entries, exponent = _lut_entries(c, k, grid)
+            put(f"lut.{k}", entries, c.lut_width_bits)
+            if exponent is not None:
+                put(f"lut_exp.{k}", np.array([exponent]), LUT_EXPONENT_BITS)
         else:
             if not np.array_equal(fixed_grid(c, k), grid):
                 raise ValueError(f"grid {k} of {c.name} is not fp32({atom.name} x f_{k})")
@@ -273,13 +282,14 @@ def pack(q: QuantizedTensor, tensor: str = "tensor") -> Packed:
         put("tensor", code | above, c.scale.bits + int(sign_plane))
     else:
         sel = q.grid_index.astype(np.uint32)
-        sign = sel if c.selection is Selection.SIGN else negative
+        in_scale = c.selection in (Selection.SIGN, Selection.META)  # the lowest selection bit
+        sign = sel & 1 if c.selection is Selection.SIGN else negative
         put("scales", _encode_scales(c.scale, q.scales, sign if c.scale.signed else None,
-                                     sel if c.selection is Selection.META else None), c.scale.bits)
+                                     sel & 1 if c.selection is Selection.META else None), c.scale.bits)
         if sign_plane:
             put("sign", negative, 1)
-        if c.selection is Selection.BIT:
-            put("select", sel, 1)
+        if c.stored_selection_bits:
+            put("select", sel >> int(in_scale), c.stored_selection_bits)
         if c.tensor_scale is TensorScale.FP32:
             put("tensor", np.array([q.tensor_factor], np.float32).view(np.uint32), 32)
         elif c.tensor_scale is TensorScale.POT:
@@ -378,10 +388,11 @@ def _read_grids(r: _Reader, c: Candidate) -> tuple[list[np.ndarray], np.ndarray]
             if c.lut_format is None:
                 grid = entries[:size].astype(np.uint32).view(np.float32)
             else:
-                levels = _atom_encoding(c.lut_format).decode(entries[:size])
-                if levels is None:
+                values = _atom_encoding(c.lut_format).decode(entries[:size])
+                if values is None:
                     raise r.fail(f"LUT image {k} holds a code that is not a {c.lut_format.name} value")
-                grid = (levels * c.grid_factor(k)).astype(np.float32)
+                e = int(r.read(f"lut_exp.{k}", LUT_EXPONENT_BITS, 1)[0]) - EXPONENT_BIAS
+                grid = (decoded_levels(values, e) * c.grid_factor(k)).astype(np.float32)
             if not (np.isfinite(grid).all() and (np.diff(grid) > 0).all()):
                 raise r.fail(f"LUT image {k} is not strictly increasing and finite")
             index_of[k, :size] = np.arange(size)
@@ -416,8 +427,11 @@ def _read_scales(r: _Reader, c: Candidate, rows: int, n_blocks: int) -> tuple[np
         grid, sign = sign, np.zeros_like(sign)
     elif c.selection is Selection.META:
         grid = metabit
-    elif c.selection is Selection.BIT:
-        grid = r.read("select", 1, rows * n_blocks)
+    if c.stored_selection_bits:
+        in_scale = int(c.selection in (Selection.SIGN, Selection.META))
+        grid = grid | (r.read("select", c.stored_selection_bits, rows * n_blocks).astype(np.uint32) << in_scale)
+        if (grid >= len(c.atoms)).any():
+            raise r.fail(f"a block selects grid {int(grid.max())} of {len(c.atoms)}")
     if sign_plane:
         sign = r.read("sign", 1, rows * n_blocks)
     scales = np.where(sign.astype(bool), -mag, mag).astype(np.float32).reshape(rows, n_blocks)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from dse.allocation import FrontPoint, baselines, build_problem, solve_front
 from dse.executor import open_executor
+from dse.fit import fit_to_hardware
 from dse.measurement import measure_table
 from dse.output import can_validate, flag_and_filter, output_table, validate
 from dse.scenario import Scenario
@@ -42,6 +43,8 @@ class ExploreResult:
     skipped_sources: tuple[str, ...]
     dominated: tuple[FrontPoint, ...] = ()
     """Validated points that measured worse than a cheaper point: reported, not exported."""
+    excluded: tuple[str, ...] = ()
+    """Candidates left out because their LUT does not fit a layer's LUT SRAM, with what they need."""
 
     def front_frame(self, *, uniform: bool = False) -> pd.DataFrame:
         """The front as a table, one row per point, by increasing bpw.
@@ -83,6 +86,9 @@ def explore(s: Scenario, *, jobs: int | None = None, scheduler: str | None = Non
     """
     # 1. validate and build: hardware, tensors and statistics, once (every problem pooled)
     built = setup(s)
+    # the hardware's LUT word on LUT-decoded candidates; what the LUT SRAM cannot hold is left out
+    fitted = fit_to_hardware(s.candidates, built.hardware, s.hardware.lut_sram_bits_per_layer)
+    s = replace(s, candidates=fitted.candidates)
     if on_start:
         on_start(len(built.tensors))
     # 2. measure every (tensor, candidate) pair, cached
@@ -98,7 +104,8 @@ def explore(s: Scenario, *, jobs: int | None = None, scheduler: str | None = Non
     front = solve_front(s, allocation, built.hardware)
     uniform = baselines(s, allocation, built.hardware)
     if not can_validate(s, built.tensors, s.input_path):
-        return ExploreResult(s, built.tensors, table, tuple(front), tuple(uniform), built.skipped_sources)
+        return ExploreResult(s, built.tensors, table, tuple(front), tuple(uniform), built.skipped_sources,
+                             excluded=fitted.excluded)
     # 4. validate: every requested budget and every uniform format, measured end to end
     front = [p for p in front if p.budget_bpw is not None]
     checks = validate(s, built.tensors, front + uniform, s.input_path, jobs=jobs,
@@ -108,7 +115,7 @@ def explore(s: Scenario, *, jobs: int | None = None, scheduler: str | None = Non
     kept = [points[i] for i in keep]
     return ExploreResult(s, built.tensors, table, tuple(kept),
                          tuple(replace(p, validation=v) for p, v in zip(uniform, checks[len(front):])),
-                         built.skipped_sources, tuple(p for p in points if p not in kept))
+                         built.skipped_sources, tuple(p for p in points if p not in kept), fitted.excluded)
 
 
 def bpw_label(bpw: float) -> str:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from quant import Candidate
 
 
 def console() -> Console:
@@ -44,3 +47,9 @@ def table(title: str, columns: list[str], left: int = 1) -> Table:
     for i, name in enumerate(columns):
         out.add_column(Text(name), justify="left" if i < left else "right")
     return out
+
+
+def placeholder_lines(candidates: Iterable[Candidate]) -> list[str]:
+    """One line per reconstructed grid the candidates use, for the foot of a report."""
+    notes = dict.fromkeys(note for c in candidates for note in c.placeholders)
+    return [f"placeholder {note}" for note in notes]

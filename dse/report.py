@@ -24,7 +24,8 @@ from dse.allocation import FrontPoint
 from dse.atomic import locked, staging_dir, write_atomic
 from dse.packing import file_hash
 from dse.pipeline import ExploreResult, bpw_label
-from dse.render import fmt_sci, table
+from dse.render import fmt_sci, placeholder_lines, table
+from quant import parse_candidate
 from quant.errors import DseError
 
 CONFIG_VERSION = 1
@@ -89,7 +90,8 @@ def write_outputs(result: ExploreResult) -> list[Path]:
 def _write_generation(result: ExploreResult, out: Path, previous: Path) -> None:
     s = result.scenario
     meta = {"scenario": str(s.path), "metric": s.metric, "hardware": s.hardware.label,
-            "weights": list(s.weights), "skipped_sources": list(result.skipped_sources)}
+            "weights": list(s.weights), "skipped_sources": list(result.skipped_sources),
+            "excluded": list(result.excluded)}
     pareto = {"meta": meta, "front": [point_record(p) for p in result.front],
               "dominated": [point_record(p) for p in result.dominated],
               "baselines": [{k: v for k, v in point_record(p).items() if k != "assignment"} | {
@@ -288,6 +290,9 @@ def print_front(console: Console, result: ExploreResult) -> None:
     for row in uniform:
         t.add_row(*row)
     console.print(t)
+    used = {name for p in (*result.front, *result.baselines) for name in p.assignment.values()}
+    for line in placeholder_lines(parse_candidate(name) for name in sorted(used)):
+        console.print(line)
 
 
 def print_assignment(console: Console, result: ExploreResult, point: FrontPoint) -> None:

@@ -66,7 +66,7 @@ class HardwareSection(_Strict):
     file: str | None = Field(default=None, description="hardware YAML (hwcost fields)")
     fields: dict[str, Any] = Field(default={}, description="hwcost hardware fields overriding the preset")
     lut_sram_bits_per_layer: int | None = Field(default=None, gt=0,
-                                                description="LUT SRAM per layer; candidates whose LUT needs more are errors")
+                                                description="LUT SRAM per layer; candidates whose LUT needs more are excluded")
 
 
 class ObjectiveSection(_Strict):
@@ -145,7 +145,7 @@ class HardwareSpec:
     fields: Mapping[str, Any] = field(default_factory=dict)
     """hwcost hardware fields overriding the preset or file, e.g. ``{"batch": 8}``."""
     lut_sram_bits_per_layer: int | None = None
-    """LUT SRAM per layer [bit]; a candidate whose LUT needs more is a problem."""
+    """LUT SRAM per layer [bit]; a candidate whose LUT needs more is excluded (dse.fit)."""
 
     @property
     def label(self) -> str:
@@ -338,15 +338,15 @@ def cross_problems(s: Scenario, tensors: Sequence[TensorFacts] | None,
 
     Args:
         tensors: the selected tensors, or None when the sources could not be listed.
-        lut_bits: LUT bits per layer each candidate needs (by name), or None without hardware.
+        lut_bits: LUT bits per layer each candidate needs with the hardware's LUT word (by name), or
+            None without hardware.
     """
     problems = []
     cap = s.hardware.lut_sram_bits_per_layer
-    if lut_bits is not None and cap is not None:
-        for c in s.candidates:
-            if lut_bits[c.name] > cap:
-                problems.append(f"hardware.lut_sram_bits_per_layer: {cap} bits < the {lut_bits[c.name]} bits "
-                                f"{c.name} needs (grids x levels x LUT width); raise it or drop the candidate")
+    if lut_bits is not None and cap is not None and s.candidates and min(lut_bits.values()) > cap:
+        # a candidate that does not fit is excluded (dse.fit); only "none fits" is a problem
+        problems.append(f"hardware.lut_sram_bits_per_layer: {cap} bits hold no candidate's LUT (the smallest "
+                        f"needs {min(lut_bits.values())}); raise it or add a directly decoded format such as E2M1sE4M3")
     if tensors is None:
         return problems
     if not tensors:

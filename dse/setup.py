@@ -22,7 +22,9 @@ from dse.atomic import write_atomic
 from dse.cache import SolutionCache
 from dse.files import read_document
 from dse.scenario import Scenario, ScenarioError, TensorFacts, cross_problems
-from hwcost import Hardware, WeightTensor, datapath, hardware_from_mapping, load_hardware, preset
+from dse.fit import lut_sram_bits
+from hwcost import Hardware, WeightTensor, hardware_from_mapping, load_hardware, preset
+from hwcost.datapath import with_hardware_lut
 from models.activations import load_activations
 from models.errors import SourceError
 from models.roles import parse_name
@@ -120,18 +122,13 @@ def _build(s: Scenario, broken: frozenset[str]) -> tuple[Setup | None, list[str]
         except SourceError as err:
             problems.append(f"model.activations: {err}")
             unreadable = True  # reported once here, not again as "no statistics" for every tensor
-    lut_bits = None if hw is None else {c.name: _lut_bits(c, hw) for c in s.candidates}
+    lut_bits = None if hw is None else {c.name: lut_sram_bits(with_hardware_lut(c, hw), hw) for c in s.candidates}
     facts = None if tensors is None else [TensorFacts(t.name, t.role, t.shape[1], unreadable or t.name in acts)
                                           for t in tensors]
     problems += cross_problems(s, facts, lut_bits)
     if problems or hw is None or tensors is None:
         return None, problems
     return Setup(hw, tuple(tensors), acts, tuple(skipped)), problems
-
-
-def _lut_bits(c: Any, hw: Hardware) -> int:
-    lut = datapath(c, hw).lut
-    return lut.bits if lut else 0
 
 
 def resolve_hardware(s: Scenario) -> Hardware:

@@ -20,6 +20,7 @@ The LUT word is the candidate's ``lut=FMT`` format when it names one, else the h
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from dataclasses import dataclass, fields
@@ -32,7 +33,7 @@ from hwcost.logic import bit_slices, fp32_multiplier, int_adder, int_multiplier
 from hwcost.lut import LutCost, LutImpl, lut_cost
 from hwcost.part import NOTHING, Part
 from hwcost.sram import sram_macro
-from quant import AtomFormat, AtomKind, Candidate, ScaleFormat, TensorScale
+from quant import AtomFormat, AtomKind, Candidate, ScaleFormat, TensorScale, get_atom, parse_candidate
 
 _BUFFER_PORT_BITS = 64  # the packed stream is read in 64-bit words, the CACTI port width
 _FP32_EXPONENT_BITS = 8
@@ -198,6 +199,29 @@ def _direct_operand(atom: AtomFormat) -> Operand:
     if atom.float_spec is not None:
         return Operand(atom.float_spec.mantissa_bits + 1, atom.float_spec.exponent_bits)
     return Operand(atom.code_bits, 0)  # INT: two's complement straight into the multiplier
+
+
+def lut_word_format(hw: Hardware) -> AtomFormat | None:
+    """The value set of the hardware's LUT words: ``hw.lut_format``, else an ExMy stand-in of width
+    ``lut_output_bits`` (E1M1, E2M1, E2M2, E2M3, E3M3, E4M3 for 3..8 bits, up to E5M10 for 16), or
+    None for words wider than 16 bits (taken as exact float32 levels)."""
+    if hw.lut_format:
+        return get_atom(hw.lut_format)
+    bits = hw.lut_output_bits
+    if bits > 16 or bits < 3:
+        return None
+    exponent = 1 if bits == 3 else min(max(2, bits - 4), 5)
+    return get_atom(f"E{exponent}M{bits - 1 - exponent}")
+
+
+def with_hardware_lut(c: Candidate, hw: Hardware) -> Candidate:
+    """``c`` with the hardware's LUT word format as its ``lut=`` when it decodes a codebook or
+    learned grid through the LUT and names no format itself, so that the measured error, the bpw
+    (LUT image bits) and the LUT cost all use the same word."""
+    fmt = lut_word_format(hw)
+    if fmt is None or c.lut_format is not None or all(_fixed(a) for a in c.atoms):
+        return c
+    return parse_candidate(dataclasses.replace(c, lut_format=fmt).name)
 
 
 def lut_word_bits(c: Candidate, hw: Hardware) -> int:

@@ -28,6 +28,8 @@ from hwcost.memory import MEMORY_PRESETS, OffChipMemory
 from hwcost.node import MAX_NODE_NM, MIN_NODE_NM, Technology
 from hwcost.sram import SMALLEST_MACRO_BITS
 from quant.yamlfile import YamlError, parse_yaml
+from quant import AtomKind, get_atom
+from quant.errors import DseError
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ class Hardware:
     """On-chip buffer the packed weight stream is read from."""
     lut_output_bits: int = 8
     """Width of a LUT word (the HIF the MAC consumes)."""
+    lut_format: str = ""
+    """Value set of a LUT word, an atom name (``E4M3``, a registered HIF stand-in); "" = the ExMy
+    stand-in of width ``lut_output_bits`` (see :func:`hwcost.datapath.lut_word_format`): SOP's
+    HIF values are unpublished, so an OCP-style ExMy of the word's width stands in [assumption]."""
     lut_output_exponent_bits: int = 0
     """Exponent bits inside a LUT word; the MAC multiplies the other lut_output_bits - these."""
     activation_significand_bits: int = 8
@@ -89,7 +95,7 @@ _INT_FIELDS = ("lanes", "lanes_per_lut_port", "batch", "lut_output_bits", "lut_o
 _FLOAT_FIELDS = ("buffer_kib",)
 _OPTIONAL_TECH = ("energy_factor_vs_45nm_0v9", "area_factor_vs_45nm", "sram_bitcell_um2")
 _MEMORY_FIELDS = ("preset", "name", "bandwidth_gbyte_per_s", "energy_pj_per_bit")
-KNOWN_FIELDS = ("name", "memory", *_TECH_FIELDS, *_INT_FIELDS, *_FLOAT_FIELDS)
+KNOWN_FIELDS = ("name", "memory", *_TECH_FIELDS, *_INT_FIELDS, *_FLOAT_FIELDS, "lut_format")
 
 # (lowest, highest) allowed per numeric field; None = unbounded.
 _RANGES: Mapping[str, tuple[float, float | None]] = {
@@ -161,6 +167,13 @@ def hardware_from_mapping(data: Any, origin: str) -> Hardware:
     name = data.get("name", default_name)
     if not isinstance(name, str):
         problems.append(f"{origin}: name: must be a string (got {brief(name)})")
+    if "lut_format" in data:
+        problem = _check_lut_format(data["lut_format"], values.get("lut_output_bits"))
+        if problem:
+            problems.append(f"{origin}: lut_format: {problem}")
+        else:
+            values["lut_format"] = data["lut_format"].strip().upper()
+            values.setdefault("lut_output_bits", get_atom(data["lut_format"]).code_bits)
     if "lut_output_exponent_bits" in values and values["lut_output_exponent_bits"] > values.get(
             "lut_output_bits", Hardware.lut_output_bits) - 2:
         problems.append(f"{origin}: lut_output_exponent_bits: must leave a sign and a significand bit in "
@@ -178,6 +191,21 @@ def _integral(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def _check_lut_format(value: Any, bits: int | None) -> str | None:
+    """Why ``value`` is not a usable LUT word format (with ``lut_output_bits`` = ``bits``), or None."""
+    if not isinstance(value, str):
+        return f"must be an atom name such as E4M3 (got {value!r})"
+    try:
+        fmt = get_atom(value)
+    except DseError as err:
+        return str(err)
+    if fmt.kind is AtomKind.LEARNED:
+        return f"{fmt.name} is learned per tensor; give a fixed value set such as E4M3"
+    if bits is not None and bits != fmt.code_bits:
+        return f"{fmt.name} has {fmt.code_bits}-bit codes but lut_output_bits is {bits}; drop one of them"
+    return None
 
 
 def _check_number(key: str, value: Any, *, integer: bool, optional: bool) -> str | None:

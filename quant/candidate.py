@@ -2,21 +2,24 @@
 
 Grammar (case-insensitive; printed canonically so that ``parse(str(c)) == c``)::
 
-    ATOM[|ATOM] s SCALE [@BLOCK] [:OPTION]... [+CORRECTION]...
+    ATOM[|ATOM]... s SCALE [@BLOCK] [:OPTION]... [+CORRECTION]...
 
-* ``ATOM``   an atom name (``E2M3``, ``NF4``, ``BOF4S``, ``DD4``...; see :mod:`quant.formats`).
-  Two atoms ``A|B`` make a dual pair: each block keeps the grid with the lower error, B's grid
-  rescaled so that its extreme equals A's (IF4's INT4 x 6/7 when paired with E2M1).
+* ``ATOM``   an atom name (``E2M3``, ``NF4``, ``BOF4S``, ``DD4``, a shifted grid ``E2M1~0.5``...;
+  see :mod:`quant.formats`), or a grid-set name (``SFP4``). Several atoms ``A|B|...`` make a grid
+  set (Grid Games' PO2/MPO2/SFP4): each block keeps the grid with the lower error and stores its
+  choice in ceil(log2 n) selection bits; grid k is rescaled so that its extreme equals A's (IF4's
+  INT4 x 6/7 when paired with E2M1), except that a shifted grid keeps its base's scale.
 * ``SCALE``  a scale format (``UE4M4``, ``E4M3``, ``UE8M0``, ``S1E5M5``, ``FP32``...).
 * ``BLOCK``  elements per block along the input dimension, default 16, or ``layer``.
 * ``OPTION`` overrides a default and is printed only when it differs:
   - scale rule: ``nearest`` | ``ceil`` | ``floor`` | ``mse`` | ``4o6`` (see :class:`ScaleRule`);
   - sign: ``signed`` (signed absmax, BOF4-S eq. 4) | ``absmax``;
   - per-tensor factor: ``tfp32`` | ``tpot`` | ``tnone`` (see :class:`TensorScale`);
-  - selection bit of a dual pair: ``selbit`` | ``selsign`` | ``selmeta`` (see :class:`Selection`);
+  - selection bits of a grid set: ``selbit`` | ``selsign`` | ``selmeta`` (see :class:`Selection`);
   - ``aw``: activation-weighted choices (grid selection, DD4 fit, residual selection);
   - ``lut=FMT``: codebook levels are stored in the LUT in atom format FMT (E4M3, E5M2, or a
-    registered user value set standing in for SOP's HIF), and rounded to it.
+    registered user value set standing in for SOP's HIF): placed in FMT's range by a per-grid
+    power of two, then rounded (see :func:`quant.lutformat.store_levels`).
 * ``CORRECTION``:
   - ``opq(Q[,BITS])``: outliers beyond the Gaussian block-maximum quantile Q, kept aside;
   - ``res(P%[,BITS])``: the P % largest (activation-weighted) residuals, stored exactly;
@@ -37,12 +40,14 @@ from decimal import Decimal
 from typing import cast
 
 from quant.errors import CandidateError, UnknownFormatError, brief
-from quant.formats import AtomFormat, AtomKind, get_atom
+from quant.formats import GRID_SETS, AtomFormat, AtomKind, get_atom, get_grid_set
 from quant.scales import ScaleFormat, get_scale
 
 DEFAULT_BLOCK = 16  # SOP's default block size g = 16 (docs/formats.md §2.3 [secondary])
 SPARSE_VALUE_BITS = 16  # an outlier/residual value is stored as BF16
 SPARSE_INDEX_BITS = 16  # and its position as a 16-bit index (SpQR main.py: 32 bits per outlier)
+MAX_GRIDS = 16  # grids per set: 4 selection bits at most
+LUT_EXPONENT_BITS = 8  # power-of-two exponent of a lut=FMT image, stored as a UE8M0 byte
 
 
 class ScaleRule(enum.Enum):
@@ -72,14 +77,15 @@ class TensorScale(enum.Enum):
 
 
 class Selection(enum.Enum):
-    """Where a dual pair's per-block grid-selection bit is stored."""
+    """Where a grid set's per-block selection (ceil(log2 n) bits for n grids) is stored."""
 
     BIT = "selbit"
-    """One extra bit per block (+1/block bpw)."""
+    """Every selection bit stored apart (+ceil(log2 n)/block bpw)."""
     SIGN = "selsign"
-    """The unused sign bit of a signed scale (IF4, MixFP4): free, needs two symmetric grids."""
+    """The lowest selection bit in the unused sign bit of a signed scale (IF4, MixFP4), the rest
+    apart; needs a grid set that is its own mirror image (symmetric grids, or shifts by +-c)."""
     META = "selmeta"
-    """The spare metabit of a 12-bit S1E5M5 scale container: free (SOP [secondary])."""
+    """The lowest selection bit in the spare metabit of an S1E5M5 scale (SOP [secondary]), the rest apart."""
 
 
 @dataclass(frozen=True)
@@ -135,11 +141,12 @@ class BitBreakdown:
     sign_bpw: float
     """Extra sign bit per block when a signed scale rule uses an unsigned scale container."""
     select_bpw: float
-    """Extra grid-selection bit per block of a dual pair (0 when carried in the scale)."""
+    """Grid-selection bits per block stored apart from the scale, / block size."""
     tensor_bits: int
     """Per-tensor constants (tensor factor, or the single scale of an @layer candidate)."""
     lut_bits: int = 0
-    """Per-tensor LUT image of learned codebooks: levels x LUT width x learned grids."""
+    """Per-tensor LUT images of learned codebooks: learned grids x (levels x LUT width, plus the
+    8-bit power-of-two exponent of each image under ``lut=FMT``)."""
     sparse_entries: int = 0
     """Outliers + residual entries stored aside."""
     sparse_bits_per_entry: float = 0.0
@@ -168,7 +175,7 @@ class Candidate:
     """One quantization format: what ``dse measure`` measures and ``dse explore`` assigns."""
 
     atoms: tuple[AtomFormat, ...]
-    """The grids a block may use: one, or two for a dual pair."""
+    """The grids a block may use: one, or several for a grid set."""
     scale: ScaleFormat
     block_size: int | None
     """Elements per block along the input dimension; None = one scale per tensor (@layer)."""
@@ -177,7 +184,7 @@ class Candidate:
     """Signed absmax: the block's largest-magnitude weight maps to +top (BOF4-S eq. 4)."""
     tensor_scale: TensorScale
     selection: Selection | None = None
-    """Where a dual pair stores its selection bit (None for a single grid)."""
+    """Where a grid set stores its selection bits (None for a single grid)."""
     act_weighted: bool = False
     lut_format: AtomFormat | None = None
     """Value set the LUT stores codebook levels in (None: exact float32 levels)."""
@@ -191,11 +198,33 @@ class Candidate:
 
     @property
     def dual(self) -> bool:
+        """More than one grid: a pair or a larger grid set."""
         return len(self.atoms) > 1
 
     @property
+    def placeholders(self) -> tuple[str, ...]:
+        """``NAME: note`` for each grid or grid set whose values are a reconstruction (Split87,
+        SH4, SFP4's shift): results that use them are not the published format's."""
+        notes = [f"{a.name}: {a.note}" for a in self.atoms if a.placeholder]
+        named = get_grid_set(_grids_name(self.atoms))
+        if named is not None and named.placeholder:
+            notes.append(f"{named.name}: {named.note}")
+        return tuple(dict.fromkeys(notes))
+
+    @property
+    def selection_bits(self) -> int:
+        """Bits that name a block's grid: ceil(log2 n) for n grids."""
+        return math.ceil(math.log2(len(self.atoms)))
+
+    @property
+    def stored_selection_bits(self) -> int:
+        """Selection bits stored apart from the scale (the rest sit in its sign bit or metabit)."""
+        free = 1 if self.selection in (Selection.SIGN, Selection.META) else 0
+        return max(self.selection_bits - free, 0)
+
+    @property
     def name(self) -> str:
-        core = "|".join(a.name for a in self.atoms) + f"s{self.scale.name}"
+        core = _grids_name(self.atoms) + f"s{self.scale.name}"
         if self.block_size is None:
             core += "@layer"
         elif self.block_size != DEFAULT_BLOCK:
@@ -230,7 +259,7 @@ class Candidate:
         return _target(self.atom, self.signed)
 
     def grid_factor(self, index: int) -> float:
-        """Factor on grid ``index``'s values so that its extreme equals the primary grid's."""
+        """Factor on grid ``index``'s values so that its (unshifted) extreme equals the primary grid's."""
         return self.target / _target(self.atoms[index], self.signed)
 
     @property
@@ -241,7 +270,8 @@ class Candidate:
     def bits(self, numel: int, sparse_entries: int = 0) -> BitBreakdown:
         """Exact bits for a tensor of ``numel`` weights with ``sparse_entries`` stored aside."""
         learned = sum(a.kind is AtomKind.LEARNED for a in self.atoms)
-        lut_bits = learned * max(a.n_values for a in self.atoms) * self.lut_width_bits
+        exponent = LUT_EXPONENT_BITS if self.lut_format is not None else 0
+        lut_bits = learned * (max(a.n_values for a in self.atoms) * self.lut_width_bits + exponent)
         block = self.block_size or 0
         entry_bits = 0.0
         if sparse_entries:
@@ -254,7 +284,7 @@ class Candidate:
             return BitBreakdown(numel, atom_bits, 0.0, 0.0, 0.0, self.scale.bits + sign_bits, lut_bits,
                                 sparse_entries, entry_bits)
         sign = 1.0 if self.signed and not self.scale.signed else 0.0
-        select = 1.0 if self.selection is Selection.BIT else 0.0
+        select = float(self.stored_selection_bits)
         tensor_bits = {TensorScale.NONE: 0, TensorScale.FP32: 32, TensorScale.POT: 8}[self.tensor_scale]
         return BitBreakdown(
             numel=numel,
@@ -274,8 +304,17 @@ class Candidate:
         return self.bits(1 << 62).block_bpw
 
 
+def _grids_name(atoms: tuple[AtomFormat, ...]) -> str:
+    """``A|B|...``, or the grid set's name when the grids are exactly a named set (``SFP4``)."""
+    names = tuple(a.name for a in atoms)
+    for grid_set in GRID_SETS.values():
+        if grid_set.atoms == names:
+            return grid_set.name
+    return "|".join(names)
+
+
 def _target(atom: AtomFormat, signed: bool) -> float:
-    return atom.top if signed else atom.qmax
+    return atom.scale_top if signed else atom.scale_target
 
 
 def _fmt_num(x: float | Decimal) -> str:
@@ -323,9 +362,15 @@ def _default_selection(atoms: tuple[AtomFormat, ...], scale: ScaleFormat, signed
         return None
     if scale.metabit:
         return Selection.META
-    if scale.signed and not signed and all(a.symmetric for a in atoms):
+    if scale.signed and not signed and _mirror_closed(atoms):
         return Selection.SIGN
     return Selection.BIT
+
+
+def _mirror_closed(atoms: tuple[AtomFormat, ...]) -> bool:
+    """Every grid's mirror image -G is in the set (symmetric grids, or shifts by +-c)."""
+    sets = {tuple(a.values) for a in atoms}
+    return all(tuple(-v for v in reversed(a.values)) in sets for a in atoms)
 
 
 _RULES = {r.value: r for r in ScaleRule}
@@ -442,18 +487,19 @@ def _number(raw: str, text: str, what: str) -> float:
 
 
 def _validate(raw: str, c: Candidate) -> None:
-    if len(c.atoms) > 2:
-        raise CandidateError(f"candidate {raw}: at most two grids per block (one selection bit)")
+    if len(c.atoms) > MAX_GRIDS:
+        raise CandidateError(f"candidate {raw}: at most {MAX_GRIDS} grids per block")
     if c.dual and len({a.code_bits for a in c.atoms}) > 1:
-        raise CandidateError(f"candidate {raw}: the grids of a pair need the same code width")
-    if c.selection is Selection.SIGN and not (c.scale.signed and not c.signed and all(a.symmetric for a in c.atoms)):
+        raise CandidateError(f"candidate {raw}: the grids of a set need the same code width")
+    if c.selection is Selection.SIGN and not (c.scale.signed and not c.signed and _mirror_closed(c.atoms)):
         raise CandidateError(
-            f"candidate {raw}: :selsign needs a signed scale, :absmax and two symmetric grids; use :selbit"
+            f"candidate {raw}: :selsign needs a signed scale, :absmax and symmetric grids "
+            "(or a set holding each grid's mirror image); use :selbit"
         )
     if c.selection is Selection.META and not c.scale.metabit:
         raise CandidateError(f"candidate {raw}: :selmeta needs a scale with a metabit (S1E5M5); use :selbit")
     if not c.dual and c.selection is not None:
-        raise CandidateError(f"candidate {raw}: :{c.selection.value} needs a dual pair A|B")
+        raise CandidateError(f"candidate {raw}: :{c.selection.value} needs a grid set A|B")
     if c.tensor_scale is not TensorScale.NONE and c.scale.wide_range:
         raise CandidateError(
             f"candidate {raw}: {c.scale.name} spans more range than any tensor needs; drop :{c.tensor_scale.value}"
@@ -492,13 +538,21 @@ def _split_atoms_scale(raw: str, core: str, block: int | None) -> tuple[tuple[At
             first_error = first_error or err
             continue
         try:  # the first split with a valid scale is the reading; its atom errors are the user's
-            return tuple(resolve_atom(name, block) for name in core[:i].split("|")), scale
+            return tuple(atom for name in core[:i].split("|") for atom in _resolve_grids(name, block)), scale
         except UnknownFormatError as err:
             raise UnknownFormatError(f"candidate {raw}: {err}") from None
     raise UnknownFormatError(f"candidate {raw}: {first_error}")
 
 
 _BLOCK_MATCHED = ("BOF4", "BOF4S")
+
+
+def _resolve_grids(name: str, block: int | None) -> tuple[AtomFormat, ...]:
+    """The grids ``name`` stands for: a grid set's (``SFP4``), or the one atom."""
+    grid_set = get_grid_set(name)
+    if grid_set is not None:
+        return tuple(resolve_atom(a, block) for a in grid_set.atoms)
+    return (resolve_atom(name, block),)
 
 
 def resolve_atom(name: str, block: int | None) -> AtomFormat:

@@ -28,6 +28,7 @@ from quant.errors import WeightError
 from quant.formats import AtomKind
 from quant.learned import Histogram, lloyd
 from quant.lookup import LookupTable, Rounding, rounding_thresholds
+from quant.lutformat import decoded_levels, refine_on_samples, store_levels
 from quant.metrics import ErrorStats, chunk_stats
 
 keep_chunks_in_heap()
@@ -159,13 +160,27 @@ def fixed_grid(c: Candidate, k: int) -> np.ndarray:
 
 
 def _lut_round(c: Candidate, k: int, values: np.ndarray) -> np.ndarray:
-    """Round a table-decoded grid's normalised levels onto the candidate's LUT output format."""
+    """A table-decoded grid's levels as its LUT stores them under ``lut=FMT`` (quant.lutformat)."""
     atom = c.atoms[k]
     if c.lut_format is None or atom.kind not in (AtomKind.CODEBOOK, AtomKind.LEARNED):
         return np.unique(values.astype(np.float32))
     factor = c.grid_factor(k)
-    stored = c.lut_format.table.round((values / factor).astype(np.float32))
-    return np.unique((stored.astype(np.float64) * factor).astype(np.float32))
+    stored, e = store_levels(c.lut_format, np.unique(values / factor))
+    return np.unique((decoded_levels(stored, e) * factor).astype(np.float32))
+
+
+def _lut_fit(c: Candidate, k: int, levels: np.ndarray, hist: Histogram, pinned: tuple[float, ...]) -> np.ndarray:
+    """A learned grid's Lloyd levels as LUT words of ``c.lut_format``: placed and rounded
+    (quant.lutformat.store_levels), then moved to neighbouring words where that lowers the error
+    of the histogram's samples (quant.lutformat.refine_on_samples)."""
+    assert c.lut_format is not None
+    factor = c.grid_factor(k)
+    stored, e = store_levels(c.lut_format, np.unique(levels / factor))
+    if np.unique(stored).size == stored.size:  # a narrow word that merged levels is left as rounded
+        point, mass = hist.points()
+        fixed = np.isin(decoded_levels(stored, e) * factor, np.asarray(pinned, np.float64))
+        stored = refine_on_samples(c.lut_format, stored, e, factor, point, mass, fixed)
+    return np.unique((decoded_levels(stored, e) * factor).astype(np.float32))
 
 
 def _tables(grids: tuple[np.ndarray, ...]) -> tuple[LookupTable, ...]:
@@ -380,20 +395,44 @@ def _map_chunks(fn: Callable[[slice], T], chunks: list[slice], threads: int | No
 
 
 def _fit_learned(w: np.ndarray, plan: _Plan, threads: int | None) -> _Plan:
-    """Fit the learned grid (DD4) of ``plan`` to ``w``: weighted Lloyd-Max, alternating with
-    block assignment when it is paired with a fixed grid (docs/formats.md §1.11 [inference])."""
+    """Fit the learned grids (DDn) of ``plan`` to ``w``: weighted Lloyd-Max (docs/formats.md
+    §1.11 [inference]), alternating with block assignment when a block may choose among several grids.
+
+    * A learned grid beside fixed grids (PO2, ``NF4|DD4``) is first fitted to every block, then
+      refitted on the blocks it wins (FIT_ROUNDS rounds).
+    * A set of learned grids only (MPO2, ``DD4|DD4``) needs distinct starts, or its grids would
+      fit the same blocks to the same levels. The first grid starts at its atom's levels (NF4 for
+      DD4) and is held there while the others are fitted in turn as in PO2; then every learned grid
+      is refitted on the blocks it wins, jointly, for FIT_ROUNDS rounds. The start is the PO2
+      solution and no round raises the error, so MPO2 is never worse than PO2(NF4) (up to the
+      histogram's bin width).
+    """
     c = plan.candidate
-    k = next(i for i, a in enumerate(c.atoms) if a.kind is AtomKind.LEARNED)
+    learned = [i for i, a in enumerate(c.atoms) if a.kind is AtomKind.LEARNED]
+    fit_plan = replace(plan, scale_trials=plan.scale_trials[:1], residual_cut=None, outlier_factor=None)
+    held = learned[:1] if len(learned) == len(c.atoms) and c.dual else []
+    for k in learned:  # PO2 stage: one grid at a time
+        if k in held:
+            continue
+        fit_plan = _lloyd_rounds(w, fit_plan, [k], FIT_ROUNDS if c.dual else 1, first_on_all=True, threads=threads)
+    if held:  # MPO2 stage: all learned grids together
+        fit_plan = _lloyd_rounds(w, fit_plan, learned, FIT_ROUNDS, first_on_all=False, threads=threads)
+    return replace(plan, grids=fit_plan.grids, tables=fit_plan.tables)
+
+
+def _lloyd_rounds(w: np.ndarray, fit_plan: _Plan, fitted: list[int], rounds: int, *, first_on_all: bool,
+                  threads: int | None) -> _Plan:
+    """``rounds`` rounds of: assign blocks to their best grid, refit each grid in ``fitted`` on its
+    blocks (weighted Lloyd from its current levels). With ``first_on_all``, round 0 fits on every
+    block instead: started from NF4, a DD4 paired with NF4 would otherwise tie everywhere, win no
+    block and never move."""
+    c = fit_plan.candidate
     span = 1.25 * c.target  # nearest-rounded scales let |y| exceed the target slightly
     pinned = (0.0, c.target) if c.signed else (0.0,)
-    levels = plan.grids[k].astype(np.float64)
-    fit_plan = replace(plan, scale_trials=plan.scale_trials[:1], residual_cut=None, outlier_factor=None)
-    h_all = plan.h
-
-    for round_ in range(FIT_ROUNDS if c.dual else 1):
-        # Round 0 fits every block: started from NF4, a DD4 paired with NF4 would otherwise tie
-        # everywhere, win no block and never move. Later rounds refit on the blocks it wins.
-        def one(rows: slice, fit_plan: _Plan = fit_plan, restrict: bool = round_ > 0) -> Histogram:
+    h_all = fit_plan.h
+    for round_ in range(rounds):
+        def one(rows: slice, fit_plan: _Plan = fit_plan, restrict: bool = not (first_on_all and round_ == 0),
+                ) -> list[Histogram]:
             part = w[rows]
             blocks = _block_view(part, fit_plan.block)
             h = _h_blocks(h_all, fit_plan.block, part.shape[0])
@@ -404,23 +443,31 @@ def _fit_learned(w: np.ndarray, plan: _Plan, threads: int | None) -> _Plan:
             weight = np.broadcast_to(scaled * scaled, y.shape)
             if h is not None:
                 weight = weight * h
-            if restrict:  # only the blocks this grid wins
-                chunk, _ = _best_of_trials(blocks, fit_plan, h if fit_plan.h is not None else None, False)
-                keep = chunk.grid == k
-                y, weight = y[:, keep], weight[:, keep]
-            hist = Histogram.empty(-span, span)
-            hist.add(y, weight)
-            return hist
+            grid = None
+            if restrict:  # only the blocks each grid wins
+                grid = _best_of_trials(blocks, fit_plan, h if fit_plan.h is not None else None, False)[0].grid
+            hists = []
+            for k in fitted:
+                hist = Histogram.empty(-span, span)
+                if grid is None:
+                    hist.add(y, weight)
+                else:
+                    keep = grid == k
+                    hist.add(y[:, keep], weight[:, keep])
+                hists.append(hist)
+            return hists
 
-        total = Histogram.empty(-span, span)
-        for hist in _map_chunks(one, _row_chunks(*w.shape), threads):
-            total.weight[:] += hist.weight
-            total.weighted_sum[:] += hist.weighted_sum
-        levels = lloyd(total, levels, pinned)
+        totals = [Histogram.empty(-span, span) for _ in fitted]
+        for hists in _map_chunks(one, _row_chunks(*w.shape), threads):
+            for total, hist in zip(totals, hists):
+                total.weight[:] += hist.weight
+                total.weighted_sum[:] += hist.weighted_sum
         grids = list(fit_plan.grids)
-        grids[k] = _lut_round(c, k, levels)
+        for k, total in zip(fitted, totals):
+            levels = lloyd(total, grids[k].astype(np.float64), pinned)
+            grids[k] = _lut_round(c, k, levels) if c.lut_format is None else _lut_fit(c, k, levels, total, pinned)
         fit_plan = replace(fit_plan, grids=tuple(grids), tables=_tables(tuple(grids)))
-    return replace(plan, grids=fit_plan.grids, tables=fit_plan.tables)
+    return fit_plan
 
 
 def _residual_cut(w: np.ndarray, plan: _Plan, threads: int | None) -> float:

@@ -64,6 +64,8 @@ class AtomFormat:
     """Caveat shown by ``dse formats`` (e.g. 'reconstructed')."""
     ml_dtypes_name: str | None = None
     """Independent implementation used as the test oracle, when ml_dtypes has one."""
+    shift: float = 0.0
+    """Constant added to every value of a shifted grid ``BASE~SHIFT`` (0 for every other atom)."""
 
     def __post_init__(self) -> None:
         if not self.codes:
@@ -82,6 +84,22 @@ class AtomFormat:
     def top(self) -> float:
         """Largest positive value: signed-absmax scaling maps the block extreme here."""
         return self.values[-1]
+
+    @property
+    def scale_target(self) -> float:
+        """Largest magnitude of the unshifted values: what absmax scaling maps a block's max to.
+        A shifted grid keeps its base's scale, so it decodes as ``s * (base + shift)``."""
+        return max(abs(self.values[0] - self.shift), abs(self.values[-1] - self.shift))
+
+    @property
+    def scale_top(self) -> float:
+        """Largest unshifted value: what signed-absmax scaling maps the block extreme to."""
+        return self.values[-1] - self.shift
+
+    @property
+    def placeholder(self) -> bool:
+        """Values reconstructed or guessed because the real ones are unpublished (Split87, SH4)."""
+        return self.note.startswith("reconstructed")
 
     @property
     def symmetric(self) -> bool:
@@ -218,6 +236,7 @@ ATOMS: Mapping[str, AtomFormat] = MappingProxyType(_BUILTIN)
 """Built-in atoms by canonical name (read-only). User codebooks live beside them."""
 
 _FLOAT_NAME = re.compile(r"E(\d+)M(\d+)", re.ASCII)
+_SHIFT_NAME = re.compile(r"(.+?)~([-+]?(?:\d+\.?\d*|\.\d+)(?:E[-+]?\d+)?)", re.ASCII)
 _INT_NAME = re.compile(r"INT(\d+)", re.ASCII)
 _LEARNED_NAME = re.compile(r"DD(\d+)", re.ASCII)
 
@@ -254,6 +273,8 @@ def get_atom(name: str) -> AtomFormat:
 
 @cache
 def _generated_atom(key: str, name: str) -> AtomFormat:
+    if match := _SHIFT_NAME.fullmatch(key):
+        return shifted_atom(get_atom(match[1]), float(match[2]))
     if match := _FLOAT_NAME.fullmatch(key):
         e, m = int(match[1]), int(match[2])
         if not (1 <= e <= 8 and 0 <= m <= 10 and e + m <= 15):
@@ -278,7 +299,62 @@ def _generated_atom(key: str, name: str) -> AtomFormat:
     raise UnknownFormatError(_unknown_message("atom format", name, known_atom_names()))
 
 
-def _unknown_message(kind: str, name: str, known: list[str], generated: str = "any ExMy / INTn") -> str:
+def shifted_atom(base: AtomFormat, shift: float) -> AtomFormat:
+    """``BASE~SHIFT``: the fixed grid ``base`` with ``shift`` (in the base's units) added to every
+    value, keeping the base's codes and block scale (Grid Games' shifted grids, arXiv 2605.12327).
+
+    A block using it decodes as ``s * (q + shift)``: the base grid's product plus a per-block
+    correction ``s * shift * sum(x)``, which is how a tensor core can run it [inference].
+    """
+    if base.kind is AtomKind.LEARNED or base.shift:
+        raise UnknownFormatError(f"shifted grid {base.name}~{shift:g}: only a fixed, unshifted grid can be shifted")
+    if not math.isfinite(shift) or shift == 0.0:
+        raise UnknownFormatError(f"shifted grid {base.name}~{shift:g}: the shift must be finite and non-zero")
+    values = np.asarray(base.values, np.float64) + shift
+    if not np.array_equal(values.astype(np.float32).astype(np.float64), values):
+        raise UnknownFormatError(f"shifted grid {base.name}~{shift:g}: base + shift is not exact in float32; "
+                                 "use a shift with few significant bits, e.g. 0.5 or 0.25")
+    return AtomFormat(
+        name=f"{base.name}~{shift:g}", values=tuple(float(v) for v in values), code_bits=base.code_bits,
+        kind=base.kind, source=f"{base.name} shifted by {shift:g} (Grid Games, arXiv 2605.12327)",
+        codes=base.codes, float_spec=base.float_spec, note=base.note, shift=shift,
+    )
+
+
+@dataclass(frozen=True)
+class GridSet:
+    """A named set of grids chosen per block, written in a candidate as its name."""
+
+    name: str
+    atoms: tuple[str, ...]
+    source: str
+    note: str = ""
+
+    @property
+    def placeholder(self) -> bool:
+        return self.note.startswith("reconstructed")
+
+
+# SFP4 (Grid Games, arXiv 2605.12327, abstract): "NVFP4 plus two shifted variants", one of three
+# grids per block of 16 under NVFP4's E4M3 scale. The shift is not published where we could read
+# it. +-0.25 (half of E2M1's finest step) measured best of {0.25, 0.5, 1} on all-MiniLM-L6-v2
+# (relative MSE 7.12e-3, 7.15e-3, 8.36e-3 under E4M3 at block 16; README "Grid sets").
+SFP4_SHIFT = 0.25
+GRID_SETS: Mapping[str, GridSet] = MappingProxyType({
+    "SFP4": GridSet(
+        "SFP4", ("E2M1", f"E2M1~{SFP4_SHIFT:g}", f"E2M1~{-SFP4_SHIFT:g}"),
+        "Grid Games, arXiv 2605.12327: NVFP4's E2M1 plus two shifted variants",
+        note=f"reconstructed: shift +-{SFP4_SHIFT:g} (unpublished; write the grids out to use another)",
+    ),
+})
+"""Grid-set names a candidate may use in place of ``A|B|C`` (``SFP4sE4M3``)."""
+
+
+def get_grid_set(name: str) -> GridSet | None:
+    return GRID_SETS.get(name.strip().upper())
+
+
+def _unknown_message(kind: str, name: str, known: list[str], generated: str = "any ExMy / INTn / ATOM~SHIFT") -> str:
     close = difflib.get_close_matches(name[:64].upper(), known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return f"unknown {kind} {brief(name)}{hint} (known: {', '.join(known)}, or {generated}; see `dse formats`)"

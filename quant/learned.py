@@ -51,6 +51,16 @@ class Histogram:
         self.weighted_sum[:] += np.bincount(index, weights=wt * flat, minlength=bins)
 
 
+    def points(self, bins: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """(weighted mean, weight) of the occupied bins after merging to at most ``bins`` bins:
+        the samples as a short ascending list (each merged bin stands at its exact weighted mean)."""
+        group = max(1, self.weight.size // bins)
+        weight = self.weight.reshape(-1, group).sum(axis=1)
+        total = self.weighted_sum.reshape(-1, group).sum(axis=1)
+        occupied = weight > 0
+        return total[occupied] / weight[occupied], weight[occupied]
+
+
 def lloyd(hist: Histogram, init: np.ndarray, pinned: tuple[float, ...] = (),
           max_iterations: int = MAX_ITERATIONS) -> np.ndarray:
     """Weighted Lloyd-Max levels (sorted float64) from ``init``; levels in ``pinned`` never move.

@@ -48,6 +48,8 @@ def run_explore(args: argparse.Namespace) -> int:
     print_front(out, result)
     if result.skipped_sources:
         out.print(f"skipped (not installed): {', '.join(result.skipped_sources)}")
+    for line in result.excluded:
+        out.print(f"excluded (hardware.lut_sram_bits_per_layer): {line}")
     if args.show is not None:
         point = min(result.front, key=lambda p: abs(p.bpw - args.show))
         print_assignment(out, result, point)

@@ -7,7 +7,7 @@ from typing import Any
 
 from dse import render
 from dse.render import console, print_json
-from quant.formats import get_atom, known_atom_names
+from quant.formats import GRID_SETS, get_atom, known_atom_names
 from quant.scales import BUILTIN_SCALES, get_scale
 
 
@@ -25,8 +25,11 @@ def format_records() -> dict[str, list[dict[str, Any]]]:
         atoms.append({
             "name": a.name, "kind": a.kind.value, "bits": a.code_bits, "values": a.n_values,
             "min": a.values[0], "max": a.values[-1], "min_positive": min(positive),
-            "symmetric": a.symmetric, "signed_scale": a.signed_scale, "note": a.note, "source": a.source,
+            "symmetric": a.symmetric, "signed_scale": a.signed_scale, "placeholder": a.placeholder,
+            "note": a.note, "source": a.source,
         })
+    grid_sets = [{"name": g.name, "grids": list(g.atoms), "placeholder": g.placeholder, "note": g.note,
+                  "source": g.source} for g in GRID_SETS.values()]
     scales = []
     for name in BUILTIN_SCALES:
         s = get_scale(name)
@@ -35,7 +38,7 @@ def format_records() -> dict[str, list[dict[str, Any]]]:
             "significand_bits": s.significand_bits, "min_positive": s.min_positive, "max": s.max,
             "values": None if s.exact else int(s.magnitudes.size), "source": s.source,
         })
-    return {"atoms": atoms, "scales": scales}
+    return {"atoms": atoms, "grid_sets": grid_sets, "scales": scales}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,14 +51,27 @@ def run(args: argparse.Namespace) -> int:
                          ["name", "kind", "code bits", "values", "range", "min |v| > 0", "source"], left=2)
     for a in records["atoms"]:
         note = f" [{a['note']}]" if a["note"] else ""
-        atoms.add_row(a["name"], a["kind"], str(a["bits"]), str(a["values"]),
+        atoms.add_row(_marked(a), a["kind"], str(a["bits"]), str(a["values"]),
                       f"{a['min']:.6g} .. {a['max']:.6g}", f"{a['min_positive']:.6g}", a["source"] + note)
     out.print(atoms)
+    sets = render.table("Grid sets (one grid chosen per block)", ["name", "grids", "source"], left=3)
+    for g in records["grid_sets"]:
+        sets.add_row(_marked(g), "|".join(g["grids"]), g["source"])
+    out.print(sets)
+    for record in [*records["atoms"], *records["grid_sets"]]:
+        if record["placeholder"]:
+            out.print(f"placeholder {record['name']}: {record['note']}")
     scales = render.table("Scale formats",
                           ["name", "bits", "signed", "significand bits", "min > 0", "max", "source"])
     for s in records["scales"]:
         scales.add_row(s["name"], str(s["bits"]), "yes" if s["signed"] else "no", str(s["significand_bits"]),
                        f"{s['min_positive']:.6g}", f"{s['max']:.6g}", s["source"])
     out.print(scales)
-    out.print("Any ExMy / INTn atom and any UExMy / ExMy / S1ExMy scale is generated on demand.")
+    out.print("Any ExMy / INTn atom, any shifted grid ATOM~SHIFT (e.g. E2M1~0.25) and any UExMy / ExMy / "
+              "S1ExMy scale is generated on demand.")
     return 0
+
+
+def _marked(record: dict[str, Any]) -> str:
+    """A name, flagged when its values are a placeholder (the footnote says why)."""
+    return f"{record['name']} (placeholder)" if record["placeholder"] else record["name"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from rich.progress import (
     BarColumn,
@@ -17,8 +18,10 @@ from dse import render
 from dse.commands.args import add_scheduler_argument, positive_int, seed
 from dse.executor import open_executor
 from dse.measurement import TOTAL, Measurement, activation_source, measure_source
-from dse.render import console, fmt_sci, print_json
+from dse.render import console, fmt_sci, placeholder_lines, print_json
+from dse.sweep import block_sweep, plot_sweep
 from models.sampling import auto_fraction
+from models.source import WeightSource
 from models.sources import open_source
 from quant import parse_candidate
 from quant.errors import DseError
@@ -41,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--act-power", type=int, choices=(1, 2), default=2,
                    help="h = c**POWER for channel norm c (default 2: the diagonal of X^T X)")
     p.add_argument("--totals-only", action="store_true", help="show only the total row of each candidate")
+    p.add_argument("--blocks", default=None, metavar="B1,B2,...",
+                   help="block-size sweep: each candidate at each block size beside its first grid alone "
+                        "(error and gain per block size; exact, no sampling)")
+    p.add_argument("--plot", default=None, metavar="FILE.png", help="with --blocks: draw gain and error vs block size")
     p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     add_scheduler_argument(p)
     p.set_defaults(handler=run)
@@ -75,10 +82,19 @@ def sample_fraction(option: str, total_elements: int) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     candidates = [parse_candidate(name) for name in args.candidates]
+    blocks = _parse_blocks(args.blocks) if args.blocks is not None else None
+    if args.plot is not None and blocks is None:
+        raise DseError("--plot draws a block-size sweep; add --blocks, e.g. --blocks 8,16,32,64,128,256")
+    if blocks is not None and args.sample not in ("auto", "off"):
+        raise DseError("--blocks measures every tensor exactly; drop --sample")
+    if blocks is not None and args.scheduler is not None:
+        raise DseError("--blocks runs in this process; drop --scheduler")
     source = open_source(args.weights, shape=_parse_shape(args.shape), seed=args.seed)
     infos = source.infos()
     if not infos:
         raise DseError(f"weights {args.weights!r}: no 2-D float tensors found")
+    if blocks is not None:
+        return _run_sweep(args, candidates, blocks, source)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console(), transient=True, disable=args.json) as progress:
         task = progress.add_task("measuring", total=len(infos))
@@ -101,6 +117,49 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_blocks(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise DseError(f"--blocks {text!r}: expected positive integers separated by commas, e.g. 8,16,32,64")
+    return sorted(set(int(p) for p in parts))
+
+
+def _run_sweep(args: argparse.Namespace, candidates: list, blocks: list[int], source: WeightSource) -> int:
+    infos = source.infos()
+    if not any(info.shape[1] % b == 0 for info in infos for b in blocks):
+        raise DseError(f"--blocks {args.blocks}: no block divides any tensor's row length; use divisors of "
+                       f"{sorted({info.shape[1] for info in infos})[:4]}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console(), transient=True, disable=args.json) as progress:
+        task = progress.add_task("sweeping block sizes", total=len(infos))
+        points = block_sweep(source, candidates, blocks, threads=args.threads,
+                             on_tensor=lambda info: progress.advance(task), act=None if args.act is None else activation_source(args.act, args.act_power))
+    if args.plot is not None:
+        plot_sweep(points, Path(args.plot), f"Block-size sweep on {source.label}")
+    if args.json:
+        print_json([p.record() for p in points])
+        return 0
+    out = console()
+    for family in dict.fromkeys(p.family for p in points):
+        mine = [p for p in points if p.family == family]
+        table = render.table(f"{family} vs {mine[0].single.split('@')[0]} by block size, on {source.label}", [
+            "block", "candidate", "bpw [bit]", "rel. MSE", "single grid", "single bpw [bit]", "rel. MSE (single)",
+            "gain [%]", "weights [%]"], left=0)
+        for p in mine:
+            table.add_row(str(p.block), p.candidate, f"{p.bpw:.4f}", fmt_sci(p.rel_mse), p.single,
+                          f"{p.single_bpw:.4f}", fmt_sci(p.single_rel_mse), f"{100 * p.gain:.1f}",
+                          f"{100 * p.coverage:.1f}")
+        out.print(table)
+    if any(p.coverage < 1.0 for p in points):
+        out.print("weights [%]: share of the source's weights in tensors whose row length the block divides "
+                  "(the others are skipped at that block size)")
+    for line in placeholder_lines(candidates):
+        out.print(line)
+    if args.plot is not None:
+        out.print(f"plot: {args.plot}")
+    return 0
+
+
 def _print_table(rows: list[Measurement], label: str, totals_only: bool) -> None:
     weighted = any(m.stats.weighted for m in rows)  # a tensor without statistics shows '-'
     table = render.table(f"Reconstruction error on {label}", [
@@ -112,9 +171,12 @@ def _print_table(rows: list[Measurement], label: str, totals_only: bool) -> None
     for m in ordered:
         s = m.stats
         tensor = "TOTAL" if m.tensor == TOTAL else m.tensor + (" (pre-quantized)" if m.prequantized else "")
-        dual = f"{100 * s.second_grid_fraction:.1f}" if "|" in m.candidate else "-"
+        dual = f"{100 * s.second_grid_fraction:.1f}" if parse_candidate(m.candidate).dual else "-"
         table.add_row(m.candidate, tensor, f"{m.numel:,}", f"{m.bpw:.4f}", fmt_sci(s.rel_mse),
                       f"{s.sqnr_db:.2f}", f"{s.cos_deficit_ppm:.1f}", dual, f"{s.sparse:,}",
                       *([" .. ".join(map(fmt_sci, m.sample.rel_mse_ci95))] if m.sample else []),
                       *([f"{s.acos_deficit_ppm:.1f}" if s.weighted else "-"] if weighted else []))
-    console().print(table)
+    out = console()
+    out.print(table)
+    for line in placeholder_lines(parse_candidate(name) for name in dict.fromkeys(m.candidate for m in rows)):
+        out.print(line)

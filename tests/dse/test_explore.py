@@ -64,11 +64,23 @@ def test_bad_candidates_are_named_with_their_index(tmp_path, capsys):
 
 
 @needs_minilm
-def test_lut_sram_too_small_is_an_error(tmp_path, capsys):
-    doc = dict(SMALL, hardware={"preset": "lpddr5x", "lut_sram_bits_per_layer": 64})
-    assert main(["validate", str(write_scenario(tmp_path, doc))]) == 2
-    err = capsys.readouterr().err
-    assert "lut_sram_bits_per_layer: 64 bits < the" in err and "NF4|DD4sUE4M4" in err
+def test_lut_sram_excludes_what_does_not_fit(tmp_path, capsys):
+    """128 bits per layer hold one 16-level grid of 8-bit words, not a pair: the pair is left out
+    and reported, the run finishes. LUT-decoded candidates carry the hardware's E4M3 word."""
+    doc = dict(SMALL, hardware={"preset": "lpddr5x", "lut_sram_bits_per_layer": 128})
+    path = write_scenario(tmp_path, doc)
+    assert main(["explore", str(path), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "excluded (hardware.lut_sram_bits_per_layer): NF4|DD4sUE4M4:lut=E4M3: needs 256 bits" in out
+    front = json.loads((tmp_path / "out" / "pareto.json").read_text())
+    assert front["meta"]["excluded"] == ["NF4|DD4sUE4M4:lut=E4M3: needs 256 bits of LUT SRAM per layer > 128"]
+    used = {c for p in front["front"] for c in p["assignment"].values()}
+    assert "NF4sUE4M4:lut=E4M3" in {p["candidate"] for p in front["baselines"]}
+    assert not any("|DD4" in c for c in used)
+    doc = dict(SMALL, hardware={"preset": "lpddr5x", "lut_sram_bits_per_layer": 64},
+               candidates={"names": ["NF4sUE4M4", "NF4|DD4sUE4M4"]})
+    assert main(["validate", str(write_scenario(tmp_path, doc, "none.yaml"))]) == 2
+    assert "64 bits hold no candidate's LUT (the smallest needs 128)" in capsys.readouterr().err
 
 
 @needs_minilm

@@ -39,6 +39,9 @@ CANDIDATES = [
     "E2M1sS1E5M5", "E4M3sUE8M0@layer", "BOF4SsUE8M0@layer", "E2M1sE4M3@layer:signed",
     "E2M1|INT4sE4M3", "E2M1|INT4sE4M3:selbit", "E2M1|INT4sS1E5M5:selsign",       # pairs
     "NF4|DD4sUE4M4", "NF4|DD4sS1E5M5", "BOF4S|DD4sUE4M4:aw", "E2M1|NF4sE4M3:lut=E4M3", "E2M1|DD4sE4M3",
+    "SFP4sE4M3", "E2M1|E2M1~0.5|E2M1~-0.5sUE4M4", "INT4|INT4~0.5|INT4~-0.5sE4M3:selbit",  # grid sets
+    "NF4|DD4|E2M1sS1E5M5", "DD4|DD4sUE4M4", "DD4|DD4|DD4|NF4|BOF4S-16sE4M3:lut=E4M3",
+    "NF4|DD4sUE4M4:lut=E2M3", "DD4sUE4M4:lut=E2M1",
     "E2M1sE4M3+opq(0.95)", "NF4|DD4sUE4M4+res(1%)", "E2M3sUE4M4+res(2%,blockidx)",  # corrections
     "E2M1sFP32:signed+res(3%,24)",
 ]
@@ -83,17 +86,21 @@ def _reference_decode(p: Packed) -> np.ndarray:
     factors = [float.fromhex(x) for x in m["grid_factors"].split(",")]
     n_blocks = rows * cols // block
     luts = {k: _fields(s[f"lut.{k}"], c.lut_width_bits, lut_levels(c)) for k in range(len(c.atoms)) if f"lut.{k}" in s}
+    exps = {k: _fields(s[f"lut_exp.{k}"], 8, 1)[0] - 127 for k in range(len(c.atoms)) if f"lut_exp.{k}" in s}
 
     def level(k: int, code: int) -> np.float32:  # §3.1: a grid value, in the primary grid's units
         atom = c.atoms[k]
         if atom.kind is AtomKind.FLOAT:
-            return np.float32(atom.float_spec.decode(code) * factors[k])
+            return np.float32((atom.float_spec.decode(code) + atom.shift) * factors[k])
         if atom.kind is AtomKind.INT:
-            return np.float32((code - (1 << width) if code >> (width - 1) else code) * factors[k])
+            return np.float32(((code - (1 << width) if code >> (width - 1) else code) + atom.shift) * factors[k])
         entry = luts[k][code]
         if c.lut_format is None:
             return _f32(entry)
-        return np.float32(c.lut_format.float_spec.decode(entry) * factors[k])
+        fmt = c.lut_format
+        value = (fmt.float_spec.decode(entry) if fmt.float_spec else
+                 entry - (1 << fmt.code_bits) if entry >> (fmt.code_bits - 1) else entry)
+        return np.float32(value * 2.0 ** -exps[k] * factors[k])
 
     def scale(code: int) -> tuple[float, int, int]:  # §4: MSB..LSB = [sign] magnitude [metabit]
         meta = code & 1 if c.scale.metabit else 0
@@ -111,9 +118,12 @@ def _reference_decode(p: Packed) -> np.ndarray:
     else:
         decoded = [scale(code) for code in _fields(s["scales"], c.scale.bits, n_blocks)]
         signs = _fields(s["sign"], 1, n_blocks) if "sign" in s else [d[1] for d in decoded]
-        select = ([d[1] for d in decoded] if c.selection is Selection.SIGN else
-                  [d[2] for d in decoded] if c.selection is Selection.META else
-                  _fields(s["select"], 1, n_blocks) if c.selection is Selection.BIT else [0] * n_blocks)
+        # §3.5: the lowest selection bit in the scale's sign bit / metabit, the others in `select`
+        low = ([d[1] for d in decoded] if c.selection is Selection.SIGN else
+               [d[2] for d in decoded] if c.selection is Selection.META else [0] * n_blocks)
+        in_scale = int(c.selection in (Selection.SIGN, Selection.META))
+        high = _fields(s["select"], p.stream_bits["select"] // n_blocks, n_blocks) if "select" in s else [0] * n_blocks
+        select = [lo | hi << in_scale for lo, hi in zip(low, high)]
         if c.selection is Selection.SIGN:
             signs = [0] * n_blocks
         scales = [-d[0] if sg else d[0] for d, sg in zip(decoded, signs)]
@@ -140,7 +150,8 @@ def _reference_decode(p: Packed) -> np.ndarray:
 def _documented_extra_bits(p: Packed, c: Candidate, numel: int, sparse: int) -> float:
     """§6: what the streams hold beyond Candidate.bits: fixed-codebook LUT images and sparse
     escapes / index rounding."""
-    extra = sum(lut_levels(c) * c.lut_width_bits for a in c.atoms if a.kind is AtomKind.CODEBOOK)
+    image = lut_levels(c) * c.lut_width_bits + (8 if c.lut_format is not None else 0)  # + exponent byte
+    extra = sum(image for a in c.atoms if a.kind is AtomKind.CODEBOOK)
     if "sparse.value" in p.stream_bits:
         stored = p.stream_bits["sparse.index"] + p.stream_bits["sparse.value"]
         extra += stored - sparse * c.bits(numel, max(sparse, 1)).sparse_bits_per_entry
@@ -254,14 +265,17 @@ def test_truncated_file_names_file_and_tensor(nf4dd4):
 
 @pytest.fixture
 def package(tmp_path) -> dict:
-    """Two small tensors, a config with activations and an :aw pair, quantized to ``pkg``."""
+    """Four small tensors, a config with activations, an :aw pair and grid sets, quantized to ``pkg``."""
     rng = np.random.default_rng(7)
     tensors = {"a.weight": rng.standard_normal((32, 64)).astype(np.float32),
-               "b.weight": (rng.standard_normal((16, 128)) * 0.02).astype(np.float32)}
+               "b.weight": (rng.standard_normal((16, 128)) * 0.02).astype(np.float32),
+               "s.weight": rng.laplace(size=(8, 64)).astype(np.float32),
+               "m.weight": rng.standard_normal((8, 32)).astype(np.float32)}
     save_file(tensors, str(tmp_path / "w.safetensors"))
-    vectors = {"a.weight": rng.uniform(0.1, 3.0, 64), "b.weight": rng.uniform(0.1, 3.0, 128)}
+    vectors = {name: rng.uniform(0.1, 3.0, w.shape[1]) for name, w in tensors.items()}
     np.savez(tmp_path / "act.npz", **vectors)
-    assignment = {"a.weight": "NF4|DD4sUE4M4:aw+res(1%)", "b.weight": "E2M1|INT4sE4M3"}
+    assignment = {"a.weight": "NF4|DD4sUE4M4:aw+res(1%)", "b.weight": "E2M1|INT4sE4M3",
+                  "s.weight": "SFP4sE4M3", "m.weight": "DD4|DD4sUE4M4:lut=E2M3"}
     config = {"sop_dse_config": 1, "scenario": str(tmp_path / "s.yaml"), "weights": ["w.safetensors"],
               "activations": "act.npz", "act_power": 2, "bpw": 4.6, "error": 0.0, "metric": "sse",
               "assignment": assignment}
@@ -378,8 +392,11 @@ def test_minilm_explore_quantize_verify(tmp_path, capsys):
                     assert float(f"{r[key]:.9g}") == row[key], key
         manifest = json.loads((pkg / "manifest.json").read_text())
         bits = sum(r["bits"] for r in manifest["tensors"])
-        extras = sum(512 * sum(a.kind is AtomKind.CODEBOOK for a in parse_candidate(r["candidate"]).atoms)
-                     for r in manifest["tensors"])  # float32 LUT images of fixed codebooks (docs §6)
+        extras = 0  # LUT images of fixed codebooks (docs §6): E4M3 words and an exponent byte here
+        for r in manifest["tensors"]:
+            c = parse_candidate(r["candidate"])
+            image = lut_levels(c) * c.lut_width_bits + (8 if c.lut_format is not None else 0)
+            extras += image * sum(a.kind is AtomKind.CODEBOOK for a in c.atoms)
         on_disk = sum(f.stat().st_size for f in pkg.glob("*.safetensors"))
         assert math.ceil((bits + extras) / 8) <= manifest["totals"]["payload_bytes"] <= (bits + extras) / 8 + 40
         assert 0 < on_disk - manifest["totals"]["payload_bytes"] < 1024 * len(manifest["tensors"])  # headers

@@ -30,8 +30,8 @@ SIX = {
     "budgets: give exactly one of bpw": {"budgets": {"bpw": [5.0], "bpw_range": {"min_bpw": 4, "max_bpw": 5}}},
     "candidates.names[0]: candidate 'NF5sUE4M4'": {"candidates": {"names": ["NF5sUE4M4", "NF4|DD4sUE4M4"]}},
     "objective.metric: act_sse needs model.activations": {"objective": {"metric": "act_sse"}},
-    "hardware.lut_sram_bits_per_layer: 64 bits < the 256 bits NF4|DD4sUE4M4 needs":
-        {"hardware": {"preset": "lpddr5x", "lut_sram_bits_per_layer": 64}},
+    "lut_format: E2M3 has 6-bit codes but lut_output_bits is 8":
+        {"hardware": {"preset": "lpddr5x", "fields": {"lut_format": "E2M3", "lut_output_bits": 8}}},
     "groups[0]: role 'gate' is not the role of any selected tensor": {"groups": [["gate", "up"]]},
 }
 

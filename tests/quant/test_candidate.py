@@ -12,7 +12,8 @@ from quant.candidate import ScaleRule, TensorScale
 from quant.errors import CandidateError, UnknownFormatError
 
 ATOMS = ["E2M1", "E2M3", "E3M2", "E4M3", "E5M2", "INT4", "INT8", "NF4", "BOF4-64", "BOF4S-32", "E3M3", "E1M2",
-         "SH4", "SPLIT87", "DD4", "NF4|DD4", "E2M1|INT4", "BOF4S-16|DD4", "E2M3|E3M2"]
+         "SH4", "SPLIT87", "DD4", "NF4|DD4", "E2M1|INT4", "BOF4S-16|DD4", "E2M3|E3M2",
+         "SFP4", "E2M1|E2M1~0.5|E2M1~-0.5", "DD4|DD4", "NF4|DD4|E2M1|INT4|SH4", "INT4~-0.5"]
 SCALES = ["UE8M0", "UE4M4", "UE4M3", "UE5M7", "E4M3", "S1E5M5", "FP32", "E8M7"]
 WIDE = ("UE8M0", "FP32", "E8M7")
 BLOCKS = ["", "@8", "@16", "@32", "@64", "@layer"]
@@ -107,11 +108,13 @@ def test_defaults():
     ("E2M3sUE4M4:fast", CandidateError, "unknown option"),
     ("E4M3sUE4M4@layer:tfp32", CandidateError, "already per tensor"),
     ("E4M3sUE8M0@layer:mse", CandidateError, "work per block"),
-    ("NF4|DD4|E2M1sUE4M4", CandidateError, "at most two grids"),
+    ("|".join(["E2M1"] * 17) + "sE4M3", CandidateError, "at most 16 grids"),
+    ("E2M1~0.1sE4M3", UnknownFormatError, "not exact in float32"),
+    ("DD4~0.5sE4M3", UnknownFormatError, "only a fixed"),
     ("NF4|E2M3sUE4M4", CandidateError, "same code width"),
     ("NF4|E2M1sE4M3:selsign", CandidateError, "symmetric grids"),
     ("E2M1|INT4sUE4M4:selmeta", CandidateError, "metabit"),
-    ("NF4sUE4M4:selbit", CandidateError, "needs a dual pair"),
+    ("NF4sUE4M4:selbit", CandidateError, "needs a grid set"),
     ("NF4sUE4M4+opq(1.5)", CandidateError, "in \\(0, 1\\)"),
     ("NF4sUE4M4+res(0.5)", CandidateError, "percentage"),
     ("NF4sUE4M4+magic(3)", CandidateError, "unknown correction"),

@@ -97,11 +97,14 @@ def test_dd4_pins_plus_one_under_a_signed_scale(gaussian):
 def test_lut_output_format_rounds_levels_and_costs_bits(gaussian):
     c = parse_candidate("DD4sUE4M4:lut=E4M3")
     q = quantize(gaussian[:256], c)
-    e4m3 = set(np.asarray(parse_candidate("E4M3sUE8M0").atom.values, np.float32))
-    assert set(q.grids[0]) <= e4m3
+    e4m3 = set(np.asarray(parse_candidate("E4M3sUE8M0").atom.values, np.float64))
+    # levels within [-1.25, 1.25] are placed by 2**8 (1.25 * 256 = 320 <= 448 < 640), then rounded
+    assert q.grids[0].size == 16 and set(q.grids[0].astype(np.float64) * 256) <= e4m3
     n = gaussian[:256].size
-    assert c.bits(n).lut_bits == 16 * 8 and parse_candidate("DD4sUE4M4").bits(n).lut_bits == 16 * 32
-    assert parse_candidate("NF4|DD4sUE4M4:lut=E4M3").bits(n).lut_bits == 16 * 8  # fixed grid: hardwired
+    # 16 levels x 8 bits + the image's 8-bit exponent; float32 levels need none
+    assert c.bits(n).lut_bits == 16 * 8 + 8 and parse_candidate("DD4sUE4M4").bits(n).lut_bits == 16 * 32
+    assert parse_candidate("NF4|DD4sUE4M4:lut=E4M3").bits(n).lut_bits == 16 * 8 + 8  # fixed grid: hardwired
+    assert parse_candidate("DD4|DD4sUE4M4:lut=E4M3").bits(n).lut_bits == 2 * (16 * 8 + 8)  # one image per learned grid
 
 
 def test_activation_weighting_changes_choices_and_helps_weighted_error():
@@ -145,6 +148,7 @@ def test_corrections_never_increase_error(w, name, correction):
 
 @settings(max_examples=60, deadline=None)
 @given(matrices, st.sampled_from(["NF4|DD4sUE4M4+res(1%)", "E2M1|INT4sE4M3+opq(0.95)", "DD4sE4M3:lut=E4M3",
+                                  "SFP4sE4M3", "E2M1|E2M1~0.5|NF4|DD4|SH4sUE4M4", "DD4|DD4sS1E5M5:lut=E2M3",
                                   "BOF4S-16|DD4sS1E5M5+opq(0.9,blockidx)", "E2M3sUE4M4:mse"]))
 def test_bpw_is_the_sum_of_what_is_stored(w, name):
     """Independent count from the quantized tensor: codes, scales, sign/selection bits, constants,
@@ -154,9 +158,13 @@ def test_bpw_is_the_sum_of_what_is_stored(w, name):
     stats = measure(w, c)
     n_blocks = q.scales.size
     stored = c.atom.code_bits * w.size + c.scale.bits * n_blocks
-    stored += n_blocks * ((c.signed and not c.scale.signed) + (c.selection is Selection.BIT))
+    grids = len(c.atoms)
+    in_scale = c.selection in (Selection.SIGN, Selection.META)
+    select = (grids - 1).bit_length() - in_scale if grids > 1 else 0  # ceil(log2 n), less a free scale bit
+    stored += n_blocks * ((c.signed and not c.scale.signed) + select)
     stored += 32  # FP32 tensor factor of these candidates
-    stored += sum(a.name.startswith("DD") for a in c.atoms) * 16 * c.lut_width_bits
+    exponent = 8 if c.lut_format is not None else 0
+    stored += sum(a.name.startswith("DD") for a in c.atoms) * (16 * c.lut_width_bits + exponent)
     assert q.sparse_index.size == stats.sparse
     if stats.sparse:
         entry = (c.outliers or c.residual).bits_per_entry or 16 + np.log2(c.block_size)
