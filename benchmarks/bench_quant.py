@@ -1,8 +1,12 @@
-"""Quantize+error throughput on one 16M-element tensor, against ml_dtypes' own E4M3 round trip.
+"""Throughput, fixed cost and memory of measure() and quantize()+dequantize() on one tensor.
 
-Run: python benchmarks/bench_quant.py [--threads N] [--repeat R]
-Prints a table: best-of-R time, weights/s and the ratio to ml_dtypes' float32 -> E4M3 -> float32
-cast of the same tensor (which does less: no block scales, no error sums). Never asserts.
+Run: python benchmarks/bench_quant.py [--threads N] [--repeat R] [--elements N]
+Prints three tables (never asserts):
+1. measure(): best-of-R time, weights/s, and the ratio to ml_dtypes' float32 -> E4M3 -> float32
+   cast of the same tensor (which does less: no block scales, no error sums);
+2. quantize() + dequantize(): the same, plus the extra memory the pair allocates beyond the
+   input (tracemalloc peak, numpy buffers included), in MB and as a multiple of the tensor;
+3. fixed cost per measure() call after the first: a 1x(block) tensor, median of many calls.
 """
 
 from __future__ import annotations
@@ -10,18 +14,26 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import tracemalloc
 
 import ml_dtypes
 import numpy as np
 from rich.console import Console
 
 from dse import render
-from quant import measure, parse_candidate
+from quant import dequantize, measure, parse_candidate, quantize
 
 # SFP4 rounds onto three grids per block. The last four include fitting learned DD4 codebooks to
 # the tensor (goal: < 2 s at 4096x4096); DD4|DD4 (MPO2) fits two, then refits both jointly.
 CANDIDATES = ("E2M3sUE4M4", "E2M1sE4M3@16", "E2M1sUE8M0@32", "NF4sUE4M4", "NF4sFP32@16", "E4M3sUE8M0@layer",
               "SFP4sE4M3", "DD4sUE4M4", "NF4|DD4sUE4M4", "DD4|DD4sUE4M4", "NF4|DD4sUE4M4:lut=E4M3")
+# The issue's pack/unpack targets: NVFP4-like, MXFP4, NF4, E2M3sUE4M4.
+PACK_CANDIDATES = ("E2M1sE4M3@16", "E2M1sUE8M0@32", "NF4sUE4M4", "E2M3sUE4M4", "E2M1|INT4sE4M3",
+                   "E4M3sUE8M0@layer")
+# One per scale rule / grid kind, for the fixed per-call cost.
+FIXED_COST_CANDIDATES = ("E2M1sE4M3@16", "E2M1sUE8M0@32", "E2M3sUE4M4", "E4M3sUE8M0@32", "INT8sUE8M0@32",
+                         "INT4sE4M3", "NF4sUE4M4", "BOF4S-16sE4M3", "E2M1|INT4sE4M3", "E2M1sE4M3@16:mse",
+                         "E2M1sE4M3@16:4o6", "E4M3sUE8M0@layer", "E2M1sE4M3@16+opq(0.95)")
 
 
 def best_of(repeat: int, fn) -> float:
@@ -33,17 +45,28 @@ def best_of(repeat: int, fn) -> float:
     return min(times)
 
 
+def extra_memory(fn) -> int:
+    """Peak bytes allocated (and tracked) while ``fn`` runs."""
+    tracemalloc.start()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="quantizer threads (default: all cores)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--elements", type=int, default=1 << 24)
     args = parser.parse_args()
+    threads = args.threads or os.cpu_count()
+    console = Console()
 
     w = np.random.default_rng(0).standard_normal(args.elements, dtype=np.float32).reshape(-1, 4096)
+    size = f"{w.size:,} weights ({w.shape[0]}x{w.shape[1]}), {threads} thread(s), best of {args.repeat}"
     baseline = best_of(args.repeat, lambda: w.astype(ml_dtypes.float8_e4m3fn).astype(np.float32))
-    table = render.table(f"quantize + error, {w.size:,} weights ({w.shape[0]}x{w.shape[1]}), "
-                         f"{args.threads or os.cpu_count()} thread(s), best of {args.repeat}",
+    table = render.table(f"measure (quantize + error), {size}",
                          ["what", "time [ms]", "throughput [M weights/s]", "vs ml_dtypes [x]"])
     table.add_row("ml_dtypes f32->E4M3->f32 cast", f"{baseline * 1e3:.1f}", f"{w.size / baseline / 1e6:.0f}", "1.00")
     for name in CANDIDATES:
@@ -51,7 +74,37 @@ def main() -> None:
         measure(w[:64], c)  # build lookup tables outside the timing
         t = best_of(args.repeat, lambda: measure(w, c, threads=args.threads))
         table.add_row(f"sop-dse measure {name}", f"{t * 1e3:.1f}", f"{w.size / t / 1e6:.0f}", f"{baseline / t:.2f}")
-    Console().print(table)
+    console.print(table)
+
+    table = render.table(f"quantize + dequantize, {size}",
+                         ["what", "quantize [ms]", "dequantize [ms]", "throughput [M weights/s]",
+                          "vs ml_dtypes [x]", "extra memory [MB]", "extra / tensor [x]"])
+    for name in PACK_CANDIDATES:
+        c = parse_candidate(name)
+        dequantize(quantize(w[:64], c))
+        tq = best_of(args.repeat, lambda: quantize(w, c, threads=args.threads))
+        q = quantize(w, c, threads=args.threads)
+        td = best_of(args.repeat, lambda: dequantize(q, threads=args.threads))
+        del q
+        peak = extra_memory(lambda: dequantize(quantize(w, c, threads=args.threads), threads=args.threads))
+        t = tq + td
+        table.add_row(name, f"{tq * 1e3:.1f}", f"{td * 1e3:.1f}", f"{w.size / t / 1e6:.0f}",
+                      f"{baseline / t:.2f}", f"{peak / 1e6:.0f}", f"{peak / w.nbytes:.2f}")
+    console.print(table)
+
+    table = render.table("fixed cost per measure() call after the first (median of 200 calls)",
+                         ["candidate", "tensor", "time [ms]"])
+    for name in FIXED_COST_CANDIDATES:
+        c = parse_candidate(name)
+        small = w[:1, : c.block_size or 32]
+        measure(small, c, threads=1)
+        times = []
+        for _ in range(200):
+            start = time.perf_counter()
+            measure(small, c, threads=1)
+            times.append(time.perf_counter() - start)
+        table.add_row(name, f"1x{small.shape[1]}", f"{np.median(times) * 1e3:.3f}")
+    console.print(table)
 
 
 if __name__ == "__main__":

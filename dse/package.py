@@ -129,8 +129,8 @@ def _error_record(stats: ErrorStats) -> dict[str, Any]:
 
 def quantize_package(config: str | Path, weights: str | None, out: Path, *,
                      jobs: int | None = 1, scheduler: str | None = None,
-                     on_start: Callable[[int], None] | None = None,
-                     on_tensor: Callable[[str], None] | None = None) -> dict[str, Any]:
+                     on_start: Callable[[int, int], None] | None = None,
+                     on_tensor: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     """Quantize and pack every tensor of a config into ``out``, one tensor in memory at a time.
 
     Args:
@@ -140,6 +140,8 @@ def quantize_package(config: str | Path, weights: str | None, out: Path, *,
         jobs: local processes packing tensors (1: in this process; None: all cores).
         scheduler: a Dask scheduler address or 'local' to pack on a cluster; the files are
             written here, identical to a local run.
+        on_start: called once with (tensors, weights) to be packed.
+        on_tensor: called after each tensor with (name, its weights): progress and ETA by weights.
     Returns:
         The manifest, also written to ``out/manifest.json``.
     """
@@ -178,9 +180,9 @@ def _check_replaceable(out: Path) -> None:
 
 def _write_package(cfg: Config, tensors: dict[str, _Tensor], acts: Callable[[TensorInfo], np.ndarray | None] | None,
                    out: Path, jobs: int | None, scheduler: str | None, on_start: Callable[[int], None] | None,
-                   on_tensor: Callable[[str], None] | None) -> dict[str, Any]:
+                   on_tensor: Callable[[str, int], None] | None) -> dict[str, Any]:
     if on_start:
-        on_start(len(cfg.assignment))
+        on_start(len(cfg.assignment), sum(tensors[n].info.numel for n in cfg.assignment))
     work = sorted(cfg.assignment.items())
     args = [(tensors[name].source_spec, tensors[name].info.name, candidate.name,
              None if acts is None else acts(tensors[name].info), name, i) for i, (name, candidate) in enumerate(work)]
@@ -190,7 +192,7 @@ def _write_package(cfg: Config, tensors: dict[str, _Tensor], acts: Callable[[Ten
             write_atomic(out / record["file"], data)
             found[i] = record
             if on_tensor:
-                on_tensor(record["name"])
+                on_tensor(record["name"], record["numel"])
     records = [found[i] for i in range(len(work))]
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "tool": "sop-dse", "tool_version": _tool_version(),

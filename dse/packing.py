@@ -25,7 +25,7 @@ import numpy as np
 
 from quant import AtomFormat, AtomKind, Candidate, QuantizedTensor, ScaleFormat, TensorScale, parse_candidate
 from quant.candidate import LUT_EXPONENT_BITS, Selection
-from quant.engine import fixed_grid
+from quant.engine import code_dtype, fixed_grid
 from quant.lutformat import EXPONENT_BIAS, decoded_levels, encode_grid
 from quant.errors import DseError
 
@@ -254,7 +254,7 @@ def pack(q: QuantizedTensor, tensor: str = "tensor") -> Packed:
         bits[name] = int(np.size(values)) * field_bits
 
     # Codes: FLOAT/INT grids store the atom's bit pattern, table-decoded grids the LUT index.
-    code_of = np.zeros((len(c.atoms), max(g.size for g in q.grids)), np.uint32)
+    code_of = np.zeros((len(c.atoms), max(g.size for g in q.grids)), _uint(width))  # no wider than stored
     for k, (atom, grid) in enumerate(zip(c.atoms, q.grids)):
         if atom.kind in _LOOKUP_ATOMS:
             code_of[k, :grid.size] = np.arange(grid.size)
@@ -482,7 +482,7 @@ def unpack(packed: Packed, where: str = "<memory>") -> QuantizedTensor:
         raise r.fail(f"code {int(stored[row, col])} at ({row}, {col}) is not a value of its grid")
     sparse_index, sparse_value = _read_sparse(r, c, rows * cols)
     return QuantizedTensor(
-        candidate=c, shape=(rows, cols), grids=tuple(grids), codes=codes.astype(np.uint16),
+        candidate=c, shape=(rows, cols), grids=tuple(grids), codes=codes.astype(code_dtype(tuple(grids))),
         grid_index=grid_index, scales=scales, tensor_factor=tensor_factor,
         sparse_index=sparse_index, sparse_value=sparse_value,
     )

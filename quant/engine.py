@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import math
 import os
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from functools import lru_cache
+from typing import Any, TypeVar
 
 import numpy as np
 
 from quant._allocator import keep_chunks_in_heap
-from quant.candidate import Candidate, ScaleRule, TensorScale
+from quant.candidate import Candidate, Outliers, ScaleRule, TensorScale
 from quant.errors import WeightError
 from quant.formats import AtomKind
 from quant.learned import Histogram, lloyd
-from quant.lookup import LookupTable, Rounding, rounding_thresholds
+from quant.lookup import LookupTable, Rounding, lookup_table, rounding_thresholds
 from quant.lutformat import decoded_levels, refine_on_samples, store_levels
 from quant.metrics import ErrorStats, chunk_stats
 
@@ -37,6 +39,9 @@ keep_chunks_in_heap()
 # elements 40 ms per 16M weights with 2 threads, 64K 61 ms, 16K 145 ms), large enough that
 # numpy's per-call overhead and the GIL stop dominating, small enough to stay in L2/L3.
 CHUNK_ELEMENTS = 1 << 18
+# Chunks in flight per worker thread: enough to keep every worker busy while the caller consumes
+# results in order, few enough that memory stays a few chunks whatever the tensor size.
+IN_FLIGHT_PER_WORKER = 2
 FIT_ROUNDS = 4  # assignment/refit rounds when a learned grid is paired with a fixed one
 
 # Per-block scale candidates tried by ScaleRule.MSE: (factor on the ideal scale, rounding).
@@ -62,7 +67,7 @@ class QuantizedTensor:
     grids: tuple[np.ndarray, ...]
     """Effective float32 values of each grid for this tensor (learned and LUT-rounded)."""
     codes: np.ndarray
-    """(rows, cols) uint16 index into the block's grid."""
+    """(rows, cols) index into the block's grid: uint8 when every grid has <= 256 values, else uint16."""
     grid_index: np.ndarray
     """(rows, cols // block) uint8: which grid each block uses (all 0 for a single grid)."""
     scales: np.ndarray
@@ -113,7 +118,8 @@ def _check_matrix(w: np.ndarray, name: str, block: int | None) -> np.ndarray:
     return np.ascontiguousarray(w, dtype=np.float32)
 
 
-def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads: int | None) -> _Plan:
+def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads: int | None,
+          fitted: tuple[np.ndarray, ...] | None = None) -> _Plan:
     hi, lo = float(w.max()), float(w.min())
     if not (math.isfinite(hi) and math.isfinite(lo)):
         bad = int(np.count_nonzero(~np.isfinite(w)))
@@ -124,8 +130,8 @@ def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads:
     )
     outlier_factor = None
     if c.outliers is not None and c.block_size is not None:
-        outlier_factor = c.outliers.threshold_sigmas(c.block_size)
-    grids = tuple(fixed_grid(c, k) for k in range(len(c.atoms)))
+        outlier_factor = _threshold_sigmas(c.outliers, c.block_size)
+    grids, tables = _fixed_grids(c) if fitted is None else (fitted, _tables(fitted))
     unit = _err_unit(amax)
     if c.block_size is None:
         extreme = hi if hi >= -lo else lo
@@ -135,11 +141,11 @@ def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads:
         if c.signed and extreme < 0:
             scale = -scale
         plan = _Plan(c, w.shape[1], np.float32(1.0), np.float32(scale), trials, grids,
-                     _tables(grids), h if c.act_weighted else None, None, unit)
+                     tables, h if c.act_weighted else None, None, unit)
     else:
         plan = _Plan(c, c.block_size, _tensor_factor(c, amax, trials), None, trials, grids,
-                     _tables(grids), h if c.act_weighted else None, outlier_factor, unit)
-    if any(a.kind is AtomKind.LEARNED for a in c.atoms):
+                     tables, h if c.act_weighted else None, outlier_factor, unit)
+    if fitted is None and any(a.kind is AtomKind.LEARNED for a in c.atoms):
         plan = _fit_learned(w, plan, threads)
     return plan
 
@@ -150,6 +156,20 @@ def _err_unit(amax: float) -> np.float32:
     if amax == 0.0 or _PLAIN_AMAX[0] <= amax <= _PLAIN_AMAX[1]:
         return np.float32(1.0)
     return np.float32(2.0 ** min(127, max(-126, 1 - math.frexp(amax)[1])))
+
+
+@lru_cache(maxsize=1024)
+def _threshold_sigmas(outliers: Outliers, block: int) -> float:
+    return outliers.threshold_sigmas(block)  # a scipy call: once per (quantile, block)
+
+
+@lru_cache(maxsize=1024)
+def _fixed_grids(c: Candidate) -> tuple[tuple[np.ndarray, ...], tuple[LookupTable, ...]]:
+    """The candidate's grids (read-only: shared by every call) and their tables."""
+    grids = tuple(fixed_grid(c, k) for k in range(len(c.atoms)))
+    for g in grids:
+        g.flags.writeable = False
+    return grids, _tables(grids)
 
 
 def fixed_grid(c: Candidate, k: int) -> np.ndarray:
@@ -184,7 +204,7 @@ def _lut_fit(c: Candidate, k: int, levels: np.ndarray, hist: Histogram, pinned: 
 
 
 def _tables(grids: tuple[np.ndarray, ...]) -> tuple[LookupTable, ...]:
-    return tuple(LookupTable.build(g, rounding_thresholds(g, Rounding.NEAREST_UP)) for g in grids)
+    return tuple(lookup_table(g) for g in grids)
 
 
 def _tensor_factor(c: Candidate, amax: float, trials: tuple[tuple[float, Rounding], ...]) -> np.float32:
@@ -223,7 +243,8 @@ def _round_scales(real: np.ndarray, amax: np.ndarray, c: Candidate, g: np.float3
 class _Chunk:
     """One chunk's result in the (B, n_blocks) block layout."""
 
-    w_hat: np.ndarray
+    w_hat: np.ndarray | None
+    """(B, n_blocks) reconstruction; None when only codes were asked for and nothing needs it."""
     codes: np.ndarray | None
     grid: np.ndarray
     """(n_blocks,) selected grid per block."""
@@ -298,6 +319,7 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
     outliers = _outlier_mask(blocks if plan.err_unit == 1 else blocks * plan.err_unit, plan.outlier_factor)
     kept = np.where(outliers, np.float32(0.0), blocks)
     alt, _ = _best_of_trials(kept, plan, select_h, want_codes)
+    assert chunk.w_hat is not None and alt.w_hat is not None  # OPQ compares reconstructions
     alt.w_hat = np.where(outliers, _bf16(blocks), alt.w_hat)
     alt_err = _block_error(alt.w_hat, blocks, select_h, plan.err_unit)
     use = alt_err < err
@@ -326,6 +348,13 @@ def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
     for s in trials:
         full = s * plan.tensor_factor  # float32 product: the decoder's effective scale
         y = blocks / np.where(full == 0, np.float32(1.0), full)
+        if single and plan.outlier_factor is None:  # nothing to compare
+            grid = np.zeros(s.shape, np.uint8)
+            if want_codes and plan.residual_cut is None:  # codes alone: no reconstruction needed
+                return _Chunk(None, plan.tables[0].index(y), grid, s, None), None
+            w_hat, codes = plan.tables[0].round_index(y) if want_codes else (plan.tables[0].round(y), None)
+            w_hat *= full
+            return _Chunk(w_hat, codes, grid, s, None), None
         for k, table in enumerate(plan.tables):
             w_hat = table.round(y)
             w_hat *= full
@@ -358,6 +387,7 @@ def _finish(blocks: np.ndarray, chunk: _Chunk, plan: _Plan, h: np.ndarray | None
     """
     sparse = chunk.sparse
     if plan.residual_cut is not None:
+        assert chunk.w_hat is not None
         r = _residual_score(blocks, chunk.w_hat, h if plan.h is not None else None, plan.err_unit)
         exact = _bf16(blocks)
         picked = (r > np.float32(plan.residual_cut)) & (np.abs(exact - blocks) < np.abs(chunk.w_hat - blocks))
@@ -386,12 +416,25 @@ def _row_chunks(rows: int, cols: int) -> list[slice]:
 
 
 def _map_chunks(fn: Callable[[slice], T], chunks: list[slice], threads: int | None) -> Iterator[T]:
+    """``map(fn, chunks)`` on a thread pool, results in order, at most a few chunks in flight
+    (memory stays bounded by the chunk size, not the tensor size)."""
     # Default: every core. dse explore passes threads=1: it runs tensors in processes instead.
     workers = threads or os.cpu_count() or 1
     if workers == 1 or len(chunks) == 1:
-        return map(fn, chunks)
+        yield from map(fn, chunks)
+        return
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return iter(list(pool.map(fn, chunks)))
+        pending: deque[Future[T]] = deque()
+        try:
+            for chunk in chunks:
+                pending.append(pool.submit(fn, chunk))
+                if len(pending) >= IN_FLIGHT_PER_WORKER * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # an error or an abandoned iterator: run nothing more
+            for f in pending:
+                f.cancel()
 
 
 def _fit_learned(w: np.ndarray, plan: _Plan, threads: int | None) -> _Plan:
@@ -481,30 +524,55 @@ def _residual_cut(w: np.ndarray, plan: _Plan, threads: int | None) -> float:
         blocks = _block_view(part, plan.block)
         h = _h_blocks(plan.h, plan.block, part.shape[0])
         chunk = _quantize_blocks(blocks, plan, h, want_codes=False)
+        assert chunk.w_hat is not None
         score = _residual_score(blocks, chunk.w_hat, h, plan.err_unit)
         if chunk.sparse is not None:
             score[chunk.sparse] = 0.0  # outliers are already stored aside
         return score.reshape(-1)
 
-    scores = np.concatenate(list(_map_chunks(one, _row_chunks(*w.shape), threads)))
+    # The k-th largest score, streamed: keep the k largest seen so far (at most 2k + a chunk).
+    kept: list[np.ndarray] = []
+    size, floor = 0, -np.inf
+    for scores in _map_chunks(one, _row_chunks(*w.shape), threads):
+        if np.isfinite(floor):
+            scores = scores[scores > floor]  # cannot change the k-th largest
+        kept.append(scores)
+        size += scores.size
+        if size >= 2 * k:
+            top = np.partition(np.concatenate(kept), size - k)[size - k:]
+            kept, size, floor = [top], k, top.min()
+    scores = np.concatenate(kept)
     kth = np.partition(scores, scores.size - k)[scores.size - k]
     # Strictly above the next lower score: exactly k entries unless scores tie.
     return float(np.nextafter(kth, np.float32(-np.inf))) if kth > 0 else float("inf")
 
 
-def _prepare(w: np.ndarray, candidate: Candidate, act: np.ndarray | None, name: str,
-             threads: int | None) -> tuple[np.ndarray, np.ndarray | None, _Plan]:
+def _prepare(w: np.ndarray, candidate: Candidate, act: np.ndarray | None, name: str, threads: int | None,
+             grids: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, np.ndarray | None, _Plan]:
     w = _check_matrix(w, name, candidate.block_size)
     h = _check_act(act, w.shape[1], name)
-    plan = _plan(w, candidate, name, h, threads)
+    if grids is not None:
+        if len(grids) != len(candidate.atoms):
+            raise ValueError(f"{len(grids)} grids for {len(candidate.atoms)} atoms of {candidate.name}")
+        grids = tuple(np.unique(np.asarray(g, np.float32)) for g in grids)
+    plan = _plan(w, candidate, name, h, threads, grids)
     if candidate.residual is not None:
         plan = replace(plan, residual_cut=_residual_cut(w, plan, threads))
     return w, h, plan
 
 
+def fit_grids(w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = None, name: str = "tensor",
+              threads: int | None = None) -> tuple[np.ndarray, ...]:
+    """The candidate's grids for ``w`` (one float32 array of values per atom): learned grids (DD4)
+    fitted to ``w`` as :func:`measure` fits them, fixed grids as they are. Pass them to
+    ``measure(..., grids=)`` to apply one fit to several parts of a tensor (sampled mode)."""
+    w = _check_matrix(w, name, candidate.block_size)
+    return _plan(w, candidate, name, _check_act(act, w.shape[1], name), threads).grids
+
+
 def measure(
     w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = None, name: str = "tensor",
-    threads: int | None = None,
+    threads: int | None = None, grids: tuple[np.ndarray, ...] | None = None,
 ) -> ErrorStats:
     """Reconstruction error of ``w`` under ``candidate``, with block and sparse-entry counts.
 
@@ -514,8 +582,9 @@ def measure(
         act: optional (in,) per-input-channel activation weights h_j >= 0: weighted metrics are
             reported, and candidates with ``:aw`` use them for their data-dependent choices.
         threads: worker threads (default: all cores); the result does not depend on it.
+        grids: the values of each grid, from :func:`fit_grids` (default: fit learned grids to ``w``).
     """
-    w, h, plan = _prepare(w, candidate, act, name, threads)
+    w, h, plan = _prepare(w, candidate, act, name, threads, grids)
 
     def one(rows: slice) -> ErrorStats:
         part = w[rows]
@@ -523,6 +592,7 @@ def measure(
         hb = _h_blocks(h, plan.block, part.shape[0])
         chunk = _quantize_blocks(blocks, plan, hb, want_codes=False)
         sparse = _finish(blocks, chunk, plan, hb)
+        assert chunk.w_hat is not None
         stats = chunk_stats(blocks, chunk.w_hat, hb)
         return replace(stats, blocks=chunk.grid.size, second_grid_blocks=int(np.count_nonzero(chunk.grid)),
                        sparse=0 if sparse is None else int(np.count_nonzero(sparse)))
@@ -536,29 +606,37 @@ def measure(
 
 def quantize(w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = None, name: str = "tensor",
              threads: int | None = None) -> QuantizedTensor:
-    """Quantize ``w`` (out, in) to codes, block scales, grid selections and sparse entries."""
+    """Quantize ``w`` (out, in) to codes, block scales, grid selections and sparse entries.
+
+    Chunked and threaded like :func:`measure`; beyond the outputs (codes 1 or 2 bytes per
+    weight, one scale and grid byte per block) it holds only the chunks in flight.
+    """
     w, h, plan = _prepare(w, candidate, act, name, threads)
     rows, cols = w.shape
+    n_blocks = cols // plan.block
+    codes = np.empty((rows, cols), code_dtype(plan.grids))
+    grid_index = np.empty((rows, n_blocks), np.uint8)
+    scales = np.empty((rows, n_blocks), np.float32)
 
-    def one(r: slice) -> tuple[np.ndarray, ...]:
+    def one(r: slice) -> np.ndarray:
         part = w[r]
         blocks = _block_view(part, plan.block)
         hb = _h_blocks(h, plan.block, part.shape[0])
         chunk = _quantize_blocks(blocks, plan, hb, want_codes=True)
         sparse = _finish(blocks, chunk, plan, hb)
         assert chunk.codes is not None
-        n = part.shape[0]
-        mask = np.zeros(part.shape, bool) if sparse is None else _blocks_to_rows(sparse, part.shape)
-        return (_blocks_to_rows(chunk.codes, part.shape), chunk.grid.reshape(n, -1),
-                chunk.scales.reshape(n, -1), mask)
+        codes[r].reshape(-1, plan.block).T[...] = chunk.codes  # the inverse of _block_view, in place
+        grid_index[r] = chunk.grid.reshape(part.shape[0], -1)
+        scales[r] = chunk.scales.reshape(part.shape[0], -1)
+        if sparse is None:
+            return np.zeros(0, np.int64)
+        index: np.ndarray = np.flatnonzero(_blocks_to_rows(sparse, part.shape)) + r.start * cols
+        return index
 
-    parts = list(_map_chunks(one, _row_chunks(rows, cols), threads))
-    mask = np.concatenate([p[3] for p in parts])
-    index = np.flatnonzero(mask)
+    index = np.concatenate(list(_map_chunks(one, _row_chunks(rows, cols), threads)))
     return QuantizedTensor(
-        candidate=candidate, shape=(rows, cols), grids=plan.grids,
-        codes=np.concatenate([p[0] for p in parts]), grid_index=np.concatenate([p[1] for p in parts]),
-        scales=np.concatenate([p[2] for p in parts]), tensor_factor=float(plan.tensor_factor),
+        candidate=candidate, shape=(rows, cols), grids=plan.grids, codes=codes, grid_index=grid_index,
+        scales=scales, tensor_factor=float(plan.tensor_factor),
         sparse_index=index, sparse_value=_bf16(w.reshape(-1)[index]),
     )
 
@@ -587,16 +665,35 @@ def reconstruction_error(w: np.ndarray, w_hat: np.ndarray, block: int, *, act: n
     return total
 
 
-def dequantize(q: QuantizedTensor) -> np.ndarray:
-    """Decode to float32 exactly as :func:`measure` does."""
+def code_dtype(grids: tuple[np.ndarray, ...]) -> type[np.unsignedinteger]:
+    """The dtype of :attr:`QuantizedTensor.codes` for these grids: uint8 up to 256 values, else uint16."""
+    return np.uint8 if max(g.size for g in grids) <= 256 else np.uint16
+
+
+def dequantize(q: QuantizedTensor, *, threads: int | None = None) -> np.ndarray:
+    """Decode to a (rows, cols) float32 array exactly as :func:`measure` does (chunked, threaded)."""
+    rows, cols = q.shape
+    block = cols // q.scales.shape[1]
     width = max(g.size for g in q.grids)
-    table = np.zeros((len(q.grids), width), np.float32)
+    table = np.zeros(len(q.grids) * width, np.float32)  # grid k's values at k * width
     for k, g in enumerate(q.grids):
-        table[k, : g.size] = g
-    block = q.shape[1] // q.scales.shape[1]
-    full = (q.scales * np.float32(q.tensor_factor)).reshape(-1, 1)
-    grid = np.repeat(q.grid_index.reshape(-1), block).reshape(-1, block)
-    out: np.ndarray = (table[grid, q.codes.reshape(-1, block)] * full).reshape(q.shape)
+        table[k * width: k * width + g.size] = g
+    index_type: type[np.integer[Any]] = np.uint16 if table.size <= 1 << 16 else np.int64
+    factor = np.float32(q.tensor_factor)
+    out = np.empty(q.shape, np.float32)
+
+    def one(r: slice) -> None:
+        index = q.codes[r].reshape(-1, block)
+        if len(q.grids) > 1:
+            offset = q.grid_index[r].reshape(-1, 1).astype(index_type)
+            offset *= width
+            index = index + offset
+        values = out[r].reshape(-1, block)
+        np.take(table, index, out=values, mode="clip")  # "clip": unbuffered; codes are in range
+        values *= (q.scales[r] * factor).reshape(-1, 1)
+
+    for _ in _map_chunks(one, _row_chunks(rows, cols), threads):
+        pass
     out.reshape(-1)[q.sparse_index] = q.sparse_value
     return out
 

@@ -26,7 +26,7 @@ import numpy as np
 from quant import codebooks
 from quant.errors import UnknownFormatError, brief
 from quant.floats import FloatSpec, Specials, ieee_bias
-from quant.lookup import LookupTable, Rounding, rounding_thresholds
+from quant.lookup import LookupTable, lookup_table
 
 
 class AtomKind(enum.Enum):
@@ -113,16 +113,9 @@ class AtomFormat:
 
     @cached_property
     def table(self) -> LookupTable:
-        """Round-to-nearest onto the values; ties to even codes for FP/INT (as ml_dtypes/rint)."""
-        values = np.asarray(self.values, dtype=np.float64)
-        if self.kind in (AtomKind.FLOAT, AtomKind.INT):
-            even = np.asarray(self.codes) % 2 == 0
-            if self.kind is AtomKind.INT:
-                even = np.asarray(self.values) % 2 == 0  # rint: ties to the even integer
-            thresholds = rounding_thresholds(values, Rounding.NEAREST_EVEN, even)
-        else:
-            thresholds = rounding_thresholds(values, Rounding.NEAREST_UP)
-        return LookupTable.build(values, thresholds)
+        """Round to nearest onto the values, ties to the even magnitude index: for FP and INT
+        that is RNE on the code, as ml_dtypes and numpy.rint (quant.lookup's one tie rule)."""
+        return lookup_table(np.asarray(self.values, dtype=np.float32))
 
 
 def _float_atom(

@@ -9,13 +9,24 @@ and one compare per element, exact by construction (the table is checked when bu
 
 Thresholds are float32 numbers with the rule ``index = #{i : y >= t_i}``; any rounding rule
 (nearest with a tie policy, ceil, floor) reduces to that form, see :func:`rounding_thresholds`.
+
+One tie rule for every grid (FP, INT, codebooks, learned, scales): round to nearest, ties to
+the value whose *magnitude index* is even. The magnitude index of v counts the grid values on
+v's side of zero, zero included, that are smaller in magnitude: ``m(v) = #{u : 0 <= u < v}``
+for v > 0, ``#{u : v < u <= 0}`` for v < 0, and 0 for v = 0. For an ExMy float it is the code
+without its sign bit and for a symmetric integer it is |v|, so the rule is IEEE 754
+roundTiesToEven on the encoding (what ml_dtypes casts and ``numpy.rint`` do). It depends only on
+magnitudes, so a sign-symmetric grid rounds sign-symmetrically: q(-y) = -q(y). The one tie it
+cannot split that way, y = 0 between -a and +a on a grid without zero (SH4's +-1/15), goes to +a.
 """
 
 from __future__ import annotations
 
 import enum
-from fractions import Fraction
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
@@ -28,9 +39,7 @@ class Rounding(enum.Enum):
     """How a real number is mapped onto a sorted value set."""
 
     NEAREST_EVEN = "nearest-even"
-    """Nearest value; a tie goes to the value whose code is even (IEEE/OCP RNE, as ml_dtypes)."""
-    NEAREST_UP = "nearest-up"
-    """Nearest value; a tie goes to the larger value (codebooks: ties have measure zero)."""
+    """Nearest value; a tie goes to the even magnitude index (IEEE/OCP RNE on FP/INT; module doc)."""
     CEIL = "ceil"
     """Smallest value >= y (saturates at the largest value)."""
     FLOOR = "floor"
@@ -58,9 +67,17 @@ def _above32(x: Fraction) -> np.float32:
     return np.nextafter(f, np.float32(np.inf)) if np.isfinite(f) and Fraction(float(f)) == x else f
 
 
-def rounding_thresholds(
-    values: np.ndarray, rounding: Rounding, even_code: np.ndarray | None = None
-) -> np.ndarray:
+def magnitude_index(values: np.ndarray) -> np.ndarray:
+    """m(v) for each of the sorted, unique ``values``: grid values on v's side of zero (zero
+    included) smaller in magnitude (module doc). (n,) int64; the ExMy code without its sign bit."""
+    v = np.asarray(values, dtype=np.float64)
+    i = np.arange(v.size)
+    first_nonneg = int(np.searchsorted(v, 0.0, side="left"))
+    last_nonpos = int(np.searchsorted(v, 0.0, side="right")) - 1
+    return np.where(v > 0, i - first_nonneg, np.where(v < 0, last_nonpos - i, 0))
+
+
+def rounding_thresholds(values: np.ndarray, rounding: Rounding) -> np.ndarray:
     """Float32 thresholds t (len n-1) such that ``index = #{i : y >= t_i}`` implements ``rounding``.
 
     Computed in exact rational arithmetic, so the lookup is exact for every float32 input.
@@ -68,22 +85,43 @@ def rounding_thresholds(
     Args:
         values: sorted, unique values (each exactly representable in float32).
         rounding: the rule.
-        even_code: for NEAREST_EVEN, a bool per value, True where that value's code is even.
     """
     v = [Fraction(float(x)) for x in np.asarray(values, dtype=np.float64)]
     if rounding is Rounding.CEIL:
         out = [_above32(x) for x in v[:-1]]
     elif rounding is Rounding.FLOOR:
         out = [_ceil32(x) for x in v[1:]]
-    else:
+    else:  # a tie goes up iff the upper value's magnitude index is even
         mids = [(a + b) / 2 for a, b in zip(v[:-1], v[1:])]
-        if rounding is Rounding.NEAREST_UP:
-            out = [_ceil32(m) for m in mids]
-        elif even_code is None:
-            raise ValueError("NEAREST_EVEN needs the parity of each value's code")
-        else:  # a tie goes up iff the upper value's code is even
-            out = [_ceil32(m) if up else _above32(m) for m, up in zip(mids, even_code[1:])]
+        up_even = magnitude_index(values)[1:] % 2 == 0
+        out = [_ceil32(m) if up else _above32(m) for m, up in zip(mids, up_even)]
     return np.array(out, dtype=np.float32)
+
+
+# Tables by (values, rule), least recently used dropped beyond this many bytes of buckets: a
+# learned grid is new per tensor, the built-in ones are reused by every call (issue: 93 % of a
+# small call's time was rebuilding them).
+_CACHE_BYTES = 64 << 20
+_cache: OrderedDict[tuple[bytes, Rounding], LookupTable] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def lookup_table(values: np.ndarray, rounding: Rounding = Rounding.NEAREST_EVEN) -> LookupTable:
+    """The table rounding float32 inputs onto sorted, unique ``values`` under ``rounding``,
+    built once per process for each distinct (values, rounding) and shared (read-only)."""
+    v = np.ascontiguousarray(values, dtype=np.float32)
+    key = (v.tobytes(), rounding)
+    with _cache_lock:
+        table = _cache.get(key)
+        if table is not None:
+            _cache.move_to_end(key)
+            return table
+    table = LookupTable.build(v, rounding_thresholds(v, rounding))
+    with _cache_lock:
+        _cache[key] = table
+        while len(_cache) > 1 and sum(t.nbytes for t in _cache.values()) > _CACHE_BYTES:
+            _cache.popitem(last=False)
+    return table
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,6 +141,11 @@ class LookupTable:
     bucket_index: np.ndarray | None = field(default=None, repr=False)
     """(2 * n_buckets,) uint16: index into ``values`` below / above, interleaved."""
 
+    @property
+    def nbytes(self) -> int:
+        parts = (self.values, self.thresholds, self.bucket_threshold, self.bucket_value, self.bucket_index)
+        return sum(p.nbytes for p in parts if p is not None)
+
     @classmethod
     def build(cls, values: np.ndarray, thresholds: np.ndarray) -> LookupTable:
         v = np.asarray(values, dtype=np.float32)
@@ -114,31 +157,48 @@ class LookupTable:
             if buckets is not None:
                 threshold, lower = buckets
                 index = np.stack([lower, np.minimum(lower + 1, v.size - 1)], axis=1).reshape(-1)
-                return cls(v, t, np.uint32(23 - k), threshold, v[index], index.astype(np.uint16))
-        return cls(v, t)
+                return cls(_frozen(v), _frozen(t), np.uint32(23 - k), _frozen(threshold), _frozen(v[index]),
+                           _frozen(index.astype(np.uint16)))
+        return cls(_frozen(v), _frozen(t))
 
     def index(self, y: np.ndarray) -> np.ndarray:
         """Index into ``values`` for each element of float32 ``y`` (same shape)."""
         if self.bucket_index is None:
             return np.searchsorted(self.thresholds, y, side="right").astype(np.uint16)
-        return np.take(self.bucket_index, self._slot(y))
+        return self.bucket_index.take(self._slot(y))
 
     def round(self, y: np.ndarray) -> np.ndarray:
         """The rounded float32 value of each element of ``y`` (same shape)."""
         if self.bucket_value is None:
             rounded: np.ndarray = self.values[self.index(y)]
             return rounded
-        return np.take(self.bucket_value, self._slot(y))
+        return self.bucket_value.take(self._slot(y))
+
+    def round_index(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rounded value, index) of each element of ``y``, sharing one bucket lookup."""
+        if self.bucket_value is None:
+            i = self.index(y)
+            return self.values[i], i
+        assert self.bucket_index is not None
+        slot = self._slot(y)
+        return self.bucket_value.take(slot), self.bucket_index.take(slot)
 
     def _slot(self, y: np.ndarray) -> np.ndarray:
         """2 * bucket + (y >= the bucket's threshold)."""
         assert self.bucket_threshold is not None
         y = np.ascontiguousarray(y, dtype=np.float32)
         bucket = y.view(np.uint32) >> self.shift
-        above = y >= np.take(self.bucket_threshold, bucket)
+        above = y >= self.bucket_threshold.take(bucket)
         slot = bucket << np.uint32(1)
         slot |= above
         return slot
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """A read-only copy: tables are shared between calls and threads."""
+    out = np.array(a)
+    out.flags.writeable = False
+    return out
 
 
 def _bucket_rows(t: np.ndarray, mantissa_bits: int) -> tuple[np.ndarray, np.ndarray] | None:

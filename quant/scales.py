@@ -23,7 +23,7 @@ import numpy as np
 from quant.errors import UnknownFormatError, brief
 from quant.floats import FloatSpec, Specials, ieee_bias
 from quant.formats import _unknown_message
-from quant.lookup import LookupTable, Rounding, rounding_thresholds
+from quant.lookup import LookupTable, Rounding, lookup_table
 
 
 @dataclass(frozen=True)
@@ -87,16 +87,16 @@ class ScaleFormat:
         return self._table(rounding).round(np.asarray(real, dtype=np.float32))
 
     def _table(self, rounding: Rounding) -> LookupTable:
-        return _scale_table(self, rounding)
+        table = self._tables.get(rounding)
+        if table is None:
+            # A non-negative ExMy's code is its magnitude index: the tie rule is RNE on the code.
+            table = self._tables[rounding] = lookup_table(self.magnitudes, rounding)
+        return table
 
-
-@cache
-def _scale_table(fmt: ScaleFormat, rounding: Rounding) -> LookupTable:
-    assert fmt.float_spec is not None
-    pairs = [(v, c) for v, c in fmt.float_spec.decode_all() if v >= 0.0]
-    values = np.array([v for v, _ in pairs])
-    even = np.array([c % 2 == 0 for _, c in pairs])
-    return LookupTable.build(values, rounding_thresholds(values, rounding, even))
+    @cached_property
+    def _tables(self) -> dict[Rounding, LookupTable]:
+        """Per-instance memo (hashing a format per call costs more than the lookup)."""
+        return {}
 
 
 _UNSIGNED = re.compile(r"UE(\d+)M(\d+)", re.ASCII)

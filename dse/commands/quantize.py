@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from dse import render
 from dse.commands.args import add_scheduler_argument, positive_int
@@ -38,11 +38,21 @@ def _progress(description: str, quiet: bool) -> Progress:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    with _progress("quantizing tensors", args.json) as progress:
-        task = progress.add_task("", total=None)
-        manifest = quantize_package(args.config, args.weights, Path(args.out), jobs=args.jobs,
-                                    scheduler=args.scheduler, on_start=lambda n: progress.update(task, total=n),
-                                    on_tensor=lambda _: progress.advance(task))
+    # Progress and ETA by weights, not tensors: an 8B model's tensors differ 30x in size.
+    progress = Progress(TextColumn("quantizing"), BarColumn(), TextColumn("{task.fields[done]}/{task.fields[n]} tensors"),
+                        TextColumn("{task.percentage:>3.0f}% of weights"), TimeElapsedColumn(), TextColumn("ETA"),
+                        TimeRemainingColumn(), console=console(), transient=True, disable=args.json)
+    with progress:
+        task = progress.add_task("", total=None, done=0, n="?")
+
+        def start(tensors: int, weights: int) -> None:
+            progress.update(task, total=weights, n=tensors)
+
+        def tensor_done(_: str, weights: int) -> None:
+            progress.update(task, advance=weights, done=progress.tasks[task].fields["done"] + 1)
+
+        manifest = quantize_package(args.config, args.weights, Path(args.out), jobs=args.jobs, scheduler=args.scheduler,
+                                    on_start=start, on_tensor=tensor_done)
     if args.json:
         print_json(manifest)
         return 0

@@ -11,7 +11,7 @@ from dse.measurement import TOTAL, measure_source
 from models.sampling import EXACT_LIMIT_ELEMENTS, REPLICATES, SampledStats, auto_fraction, sample_tensor
 from models.sources import open_source
 from models.synthetic import ROW_GROUP_ROWS, SyntheticSource, SyntheticTensor
-from quant import measure, parse_candidate
+from quant import fit_grids, measure, parse_candidate
 
 
 CANDIDATES = [parse_candidate(n) for n in ("E2M3sUE4M4", "E2M1sE4M3", "E4M3sUE8M0@layer")]
@@ -124,3 +124,28 @@ def test_llama_8b_synthetic_sampled_end_to_end(capsys):
     assert total["numel"] == 8_030_261_248 - 266_240  # every matrix, not the norms
     lo, hi = total["rel_mse_ci95"]
     assert lo < total["rel_mse"] < hi and hi - lo < 0.01 * total["rel_mse"]
+
+
+def test_learned_grids_are_fitted_once_per_sampled_tensor(monkeypatch):
+    """One DD4 fit per tensor (on the sample), applied to all REPLICATES + 2 sub-measurements."""
+    import quant.engine
+
+    fits = []
+    real = quant.engine._fit_learned
+    monkeypatch.setattr(quant.engine, "_fit_learned", lambda w, plan, threads: fits.append(w.shape) or real(w, plan, threads))
+    source = small_model()
+    info = next(i for i in source.infos() if i.name == DOWN)
+    dd4 = parse_candidate("NF4|DD4sUE4M4")
+    sampled = sample_tensor(source, info, [dd4], 0.05, seed=0)[0]
+    assert len(fits) == 1 and fits[0][0] > REPLICATES * ROW_GROUP_ROWS  # the whole sample, once
+    assert sampled.estimate.numel == info.numel
+    lo, hi = sampled.rel_mse_ci95
+    assert lo < sampled.estimate.rel_mse < hi
+
+
+def test_measure_with_fitted_grids_equals_fitting_inside():
+    w = open_source("minilm").load(OUTLIER)
+    for name in ("NF4|DD4sUE4M4", "DD4sUE4M4:aw", "E2M3sUE4M4"):
+        c = parse_candidate(name)
+        act = np.linspace(0.5, 2.0, w.shape[1])
+        assert astuple(measure(w, c, act=act, grids=fit_grids(w, c, act=act))) == astuple(measure(w, c, act=act))
