@@ -179,7 +179,7 @@ def _check_replaceable(out: Path) -> None:
 
 
 def _write_package(cfg: Config, tensors: dict[str, _Tensor], acts: Callable[[TensorInfo], np.ndarray | None] | None,
-                   out: Path, jobs: int | None, scheduler: str | None, on_start: Callable[[int], None] | None,
+                   out: Path, jobs: int | None, scheduler: str | None, on_start: Callable[[int, int], None] | None,
                    on_tensor: Callable[[str, int], None] | None) -> dict[str, Any]:
     if on_start:
         on_start(len(cfg.assignment), sum(tensors[n].info.numel for n in cfg.assignment))
