@@ -101,17 +101,20 @@ class MeasurementCache:
     def _last_path(self, key: str) -> Path:
         return self.root / "tensors" / f"{key}.json"
 
-    def last_hash(self, spec: str, tensor: str) -> str | None:
-        """The content hash last measured for ``tensor`` of source ``spec`` (a guess: the
-        weights may have changed since; whoever loads the tensor checks it)."""
+    def last_hash(self, spec: str, tensor: str) -> tuple[str, str] | None:
+        """(content hash, fingerprint) last measured for ``tensor`` of source ``spec``. The hash is
+        trusted while the source still reports that fingerprint; otherwise it is only a guess,
+        which whoever loads the tensor checks."""
         key = self._last_key(spec, tensor)
         value = _unsealed(self._last_path(key), key)
-        return value if isinstance(value, str) else None
+        if isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
+            return value[0], value[1]
+        return None
 
-    def set_last_hash(self, spec: str, tensor: str, tensor_hash: str) -> None:
-        if self.last_hash(spec, tensor) != tensor_hash:
+    def set_last_hash(self, spec: str, tensor: str, tensor_hash: str, fingerprint: str) -> None:
+        if self.last_hash(spec, tensor) != (tensor_hash, fingerprint):
             key = self._last_key(spec, tensor)
-            write_atomic(self._last_path(key), _sealed(key, tensor_hash))
+            write_atomic(self._last_path(key), _sealed(key, [tensor_hash, fingerprint]))
 
 
 class SolutionCache:

@@ -188,60 +188,46 @@ def measure_table(s: Scenario, built: Setup, executor: Executor,
     ``error`` (the scenario's metric), the :func:`stats_record` columns, and the tensor's role,
     layer, element count and pre-quantized flag. Only this process reads and writes the cache,
     one entry per (tensor, candidate) as each result arrives, so an interrupted run keeps every
-    finished measurement. Exact mode submits one job per (tensor, candidate) still needed; a
-    sampled tensor is one job (its sample is drawn once for all candidates).
+    finished measurement. A tensor is one job for all its candidates still needed (read, or its
+    sample drawn, once); a warm tensor is no job at all.
     """
     by_name = {c.name: c for c in s.candidates}
     cache = MeasurementCache(s.cache_dir)
     found: dict[str, dict[str, ErrorStats]] = {}
-    pending: dict[str, int] = {}
     jobs: list[tuple[Any, ...]] = []
     job_tensor: list[tuple[Tensor, str, str | None, str]] = []
-    for t in built.tensors:
+    # Largest tensors first: the shortest schedule on any number of workers, near enough (LPT).
+    for t in sorted(built.tensors, key=lambda t: -t.numel):
         spec = s.input_path(t.source)
         wanted = [n for n, c in by_name.items() if applies(c, t.shape)]
         act = built.acts.get(t.name)
         act_hash = content_hash(act)
-        # Sampled mode keys by name (it never loads the whole tensor); exact mode by content,
-        # whose hash only a worker can compute: guess the last one seen and let the worker check.
-        known = sample_key(spec, t.source_name, t.shape, s.sample_fraction) if s.sample_fraction else None
-        guess = known or cache.last_hash(spec, t.source_name)
+        # Sampled mode keys by fingerprint (it never loads the whole tensor); exact mode by content,
+        # whose hash only a worker can compute: the hash cached under the same fingerprint is
+        # trusted, any other is a guess the worker checks (a job with no candidate only checks).
+        known = sample_key(t.fingerprint, t.shape, s.sample_fraction) if s.sample_fraction else None
+        last = cache.last_hash(spec, t.source_name)
+        guess = known or (last[0] if last else None)
+        trusted = known is not None or (last is not None and last[1] == t.fingerprint)
         hits = {n: e for n in wanted if guess and (e := cache.get(cache.key(guess, n, act_hash))) is not None}
         found[t.name] = hits
         missing = [n for n in wanted if n not in hits]
-        # an exact tensor always gets a job: its worker checks the guessed hash
-        batches = [missing] if known is not None else [[n] for n in missing] or [[]]
-        batches = [b for b in batches if b or known is None]
-        pending[t.name] = len(batches)
-        for batch in batches:
-            jobs.append((spec, t.source_name, batch, act, s.sample_fraction, guess, sorted(hits)))
+        if missing or not trusted:
+            jobs.append((spec, t.source_name, t.fingerprint, wanted, act, s.sample_fraction, guess, sorted(hits)))
             job_tensor.append((t, spec, guess, act_hash))
-        if not batches and on_tensor:
+        elif on_tensor:
             on_tensor(t)
-    stale: set[str] = set()
     for i, (tensor_hash, fresh) in executor.map_unordered(measure_job, jobs):
         t, spec, guess, act_hash = job_tensor[i]
-        if tensor_hash != guess and t.name not in stale:  # the weights changed: no guessed entry applies
-            stale.add(t.name)
-            found[t.name] = {n: e for n, e in found[t.name].items() if n in {name for name, _ in fresh}}
+        if tensor_hash != guess:  # the weights changed: no guessed entry applies (all were measured)
+            found[t.name] = {}
         for name, stats_dict in fresh:
             stats = ErrorStats(**stats_dict)
             cache.put(cache.key(tensor_hash, name, act_hash), stats)
             found[t.name][name] = stats
-        cache.set_last_hash(spec, t.source_name, tensor_hash)
-        pending[t.name] -= 1
-        if pending[t.name] == 0 and on_tensor:
+        cache.set_last_hash(spec, t.source_name, tensor_hash, t.fingerprint)
+        if on_tensor:
             on_tensor(t)
-    if stale:  # rare: weights edited since the last run; measure what the guess had served
-        redo = [(t, spec, act_hash) for t, spec, _, act_hash in dict.fromkeys(job_tensor) if t.name in stale]
-        again = [(spec, t.source_name, [n for n in by_name if applies(by_name[n], t.shape) and n not in found[t.name]],
-                  built.acts.get(t.name), s.sample_fraction, None, []) for t, spec, _ in redo]
-        for i, (tensor_hash, fresh) in executor.map_unordered(measure_job, again):
-            t, _, act_hash = redo[i]
-            for name, stats_dict in fresh:
-                stats = ErrorStats(**stats_dict)
-                cache.put(cache.key(tensor_hash, name, act_hash), stats)
-                found[t.name][name] = stats
     rows = []
     for t in built.tensors:  # fixed order: the table does not depend on completion order
         for name, c in by_name.items():
@@ -269,40 +255,38 @@ def metric_error(stats: ErrorStats, metric: str) -> float:
     return stats.sum_d2
 
 
-def sample_key(spec: str, source_name: str, shape: tuple[int, int], fraction: float) -> str:
-    """Cache identity of a sampled tensor: its source, name, shape and sample fraction."""
-    return content_hash(np.frombuffer(f"{spec}|{source_name}|{shape}|{fraction}".encode(), np.uint8))
+def sample_key(fingerprint: str, shape: tuple[int, int], fraction: float) -> str:
+    """Cache identity of a sampled tensor: its fingerprint, shape and sample fraction."""
+    return content_hash(np.frombuffer(f"{fingerprint}|{shape}|{fraction}".encode(), np.uint8))
 
 
-def measure_job(spec: str, source_name: str, candidates: Sequence[str], act: np.ndarray | None,
+def measure_job(spec: str, source_name: str, fingerprint: str, candidates: Sequence[str], act: np.ndarray | None,
                 sample_fraction: float | None, guess: str | None,
                 cached: Sequence[str]) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
     """One tensor's measurement job (runs in a worker process, local or on a Dask cluster).
 
-    Opens the source itself and reads the one tensor. ``cached`` candidates are skipped when the
-    tensor's hash equals ``guess`` (the client holds their results); otherwise every candidate is
-    measured. Returns the tensor's cache hash and the fresh (candidate, ErrorStats fields) pairs.
+    Opens the source itself (again when the one it holds predates a change to the file: its
+    ``fingerprint`` differs from the client's) and reads the one tensor. ``cached`` candidates are
+    skipped when the tensor's hash equals ``guess`` (the client holds their results); otherwise
+    every candidate is measured. A sampled tensor's hash is the client's ``guess`` (its sample
+    key). Returns the tensor's cache hash and the fresh (candidate, ErrorStats fields) pairs.
     """
     source = open_source_cached(spec)
+    if source.fingerprint(source_name) != fingerprint:
+        open_source_cached.cache_clear()
+        source = open_source_cached(spec)
     info = next(i for i in source.infos() if i.name == source_name)
     w = None
     if sample_fraction is None:
-        w, tensor_hash = _load_hashed(spec, source_name)
+        w = source.load(source_name)
+        tensor_hash = content_hash(w)
     else:
-        tensor_hash = sample_key(spec, source_name, info.shape, sample_fraction)
+        assert guess is not None, "a sampled job carries its sample key"
+        tensor_hash = guess
     missing = [n for n in candidates if tensor_hash != guess or n not in cached]
     fresh = measure_tensor(source, info, [parse_candidate(n) for n in missing], act=act,
                            sample_fraction=sample_fraction, threads=1, weights=w) if missing else []
     return tensor_hash, [(n, stats.__dict__) for n, (stats, _) in zip(missing, fresh, strict=True)]
-
-
-@functools.lru_cache(maxsize=1)
-def _load_hashed(spec: str, name: str) -> tuple[np.ndarray, str]:
-    """The last tensor a worker loaded and its content hash: the jobs of one tensor's candidates
-    usually follow one another, so each worker loads and hashes it once."""
-    w = open_source_cached(spec).load(name)
-    w.setflags(write=False)
-    return w, content_hash(w)
 
 
 @functools.lru_cache(maxsize=4)

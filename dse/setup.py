@@ -48,6 +48,8 @@ class Tensor:
     role: str
     layer: int | None
     prequantized: bool
+    fingerprint: str
+    """Cheap identity of the values (models.source.WeightSource.fingerprint)."""
 
     @property
     def numel(self) -> int:
@@ -164,7 +166,8 @@ def _tensors_of(s: Scenario, spec: str) -> list[Tensor]:
         if s.exclude and re.search(s.exclude, name):
             continue
         key = parse_name(info.name)
-        out.append(Tensor(name, spec, info.name, info.shape, key.role, key.layer, info.prequantized))
+        out.append(Tensor(name, spec, info.name, info.shape, key.role, key.layer, info.prequantized,
+                          source.fingerprint(info.name)))
     return out
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import SourceError
-from models.source import TensorInfo, bf16_to_float32
+from models.source import TensorInfo, bf16_to_float32, file_stamp
 
 # CTranslate2 DataType enum: 0 float32, 1 int8, 2 int16, 3 int32, 4 float16, 5 bfloat16
 _DTYPES: dict[int, tuple[str, np.dtype[Any]]] = {
@@ -60,6 +60,7 @@ class CTranslate2Source:
 
     def __init__(self, parts: Sequence[Path], label: str | None = None) -> None:
         self.parts = _Parts(parts)
+        self._stamp = file_stamp(*parts)  # as read: see fingerprint()
         self.label = label or str(parts[0])
         self._where: dict[str, tuple[int, tuple[int, int], int]] = {}
         self._infos: list[TensorInfo] = []
@@ -110,11 +111,17 @@ class CTranslate2Source:
     def infos(self) -> list[TensorInfo]:
         return list(self._infos)
 
-    def load(self, name: str) -> np.ndarray:
+    def fingerprint(self, name: str) -> str:
+        return f"ctranslate2|{name}|{self._found(name)}|{self._stamp}"
+
+    def _found(self, name: str) -> tuple[int, tuple[int, int], int]:
         found = self._where.get(name)
         if found is None:
             raise SourceError(f"{self.label}: no 2-D float tensor named {name!r}")
-        offset, shape, dtype_code = found
+        return found
+
+    def load(self, name: str) -> np.ndarray:
+        offset, shape, dtype_code = self._found(name)
         kind, dtype = _DTYPES[dtype_code]
         raw = self.parts.read(offset, shape[0] * shape[1] * dtype.itemsize).view(dtype).reshape(shape)
         return bf16_to_float32(raw) if kind == "BF16" else raw.astype(np.float32)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import SourceError
-from models.source import TensorInfo
+from models.source import TensorInfo, file_stamp
 
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16", "F64"})
 
@@ -61,6 +61,7 @@ class GGUFSource:
     def __init__(self, path: Path, label: str | None = None) -> None:
         self.path = path
         self.label = label or str(path)
+        self._stamp = file_stamp(path)  # as read: see fingerprint()
         reader = open_gguf_reader(path)
         self._where: dict[str, tuple[Any, int | None]] = {}
         self._infos: list[TensorInfo] = []
@@ -82,13 +83,20 @@ class GGUFSource:
     def infos(self) -> list[TensorInfo]:
         return list(self._infos)
 
-    def load(self, name: str) -> np.ndarray:
-        from gguf.quants import dequantize
+    def fingerprint(self, name: str) -> str:
+        tensor, expert = self._found(name)
+        return f"gguf|{name}|{tensor.data_offset}|{expert}|{self._stamp}"
 
+    def _found(self, name: str) -> tuple[Any, int | None]:
         found = self._where.get(name)
         if found is None:
             raise SourceError(f"{self.label}: no 2-D tensor named {name!r}")
-        tensor, expert = found
+        return found
+
+    def load(self, name: str) -> np.ndarray:
+        from gguf.quants import dequantize
+
+        tensor, expert = self._found(name)
         data = tensor.data if expert is None else tensor.data[expert]
         try:
             w = data.astype(np.float32) if data.dtype.kind == "f" else dequantize(data, tensor.tensor_type)

@@ -24,7 +24,7 @@ from models import fp8, layouts
 from models.errors import SourceError
 from models.fp8 import FP8_DTYPES
 from models.layouts import Layout
-from models.source import TensorInfo, bf16_to_float32
+from models.source import TensorInfo, bf16_to_float32, file_stamp
 
 _ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 """Float dtypes read from safetensors, with their size in bytes."""
@@ -79,6 +79,7 @@ class SafetensorsSource:
         if not files:
             raise SourceError(f"{path}: no .safetensors files in this directory")
         entries: dict[str, tuple[Path, _Entry]] = {}
+        self._stamps = {file: file_stamp(file) for file in files}  # as read: see fingerprint()
         for file in files:
             for entry in _read_header(file):
                 if owner is not None and owner.get(entry.name, file.name) != file.name:
@@ -130,10 +131,19 @@ class SafetensorsSource:
     def infos(self) -> list[TensorInfo]:
         return list(self._infos)
 
-    def load(self, name: str) -> np.ndarray:
+    def _matrix(self, name: str) -> _Matrix:
         m = self._matrices.get(name)
         if m is None:
             raise SourceError(f"{self.label}: no 2-D float tensor named {name!r}")
+        return m
+
+    def fingerprint(self, name: str) -> str:
+        m = self._matrix(name)
+        stamps = self._stamps[m.file] + ("" if m.scale is None else ";" + self._stamps[m.scale[0]])
+        return f"safetensors|{name}|{m.entry}|{m.layout}|{m.scale}|{self._block}|{stamps}"
+
+    def load(self, name: str) -> np.ndarray:
+        m = self._matrix(name)
         stored = _read_tensor(m.file, m.entry)
         if m.layout.expert is not None:
             stored = stored[m.layout.expert]

@@ -8,7 +8,9 @@ measurement (:mod:`models.sampling`) then never holds a whole tensor.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -41,6 +43,23 @@ class WeightSource(Protocol):
     def infos(self) -> list[TensorInfo]: ...
 
     def load(self, name: str) -> np.ndarray: ...
+
+    def fingerprint(self, name: str) -> str:
+        """A cheap identity of tensor ``name``'s values as this source reads them, found without
+        reading them (file readers stamp their files when opened): equal fingerprints promise
+        equal values. A warm run trusts the content hash it cached under a fingerprint and reads
+        nothing; any other fingerprint sends the tensor to be read and hashed."""
+        ...
+
+
+def file_stamp(*paths: Path) -> str:
+    """Resolved path, size, modification time [ns] and inode of each file: one of them changes
+    whenever a file is rewritten or replaced (the rule git's index and make rely on)."""
+    stamps = []
+    for path in paths:
+        st = os.stat(path)
+        stamps.append(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}")
+    return ";".join(stamps)
 
 
 @runtime_checkable

@@ -55,6 +55,8 @@ from models.errors import SourceError
 from models.source import TensorInfo
 
 KINDS = ("gaussian", "laplace", "student-t", "llm-like")
+GENERATOR_VERSION = 1
+"""Bump when a change here alters generated values: warm runs trust fingerprints that carry it."""
 ROW_GROUP_ROWS = 8
 """Rows generated together from one seed: the unit of generation and of sampling (8 rows of a
 4096-wide matrix cost ~0.5 ms to draw against ~8 us to seed their generator)."""
@@ -162,6 +164,10 @@ class SyntheticSource:
             with ThreadPoolExecutor(workers) as pool:
                 list(pool.map(fill, batches))
         return out
+
+    def fingerprint(self, name: str) -> str:
+        """The generator's inputs: version, kind, seed, name, role and shape."""
+        return f"synthetic|{GENERATOR_VERSION}|{self.kind}|{self.seed}|{self._tensor(name)}"
 
     def absmax_row(self, name: str) -> int:
         """Row holding the tensor's largest |w| (known from the plan, nothing generated)."""
