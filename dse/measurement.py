@@ -187,8 +187,8 @@ def measure_table(s: Scenario, built: Setup, executor: Executor,
     One row per tensor and applicable candidate: ``bpw`` [bit/weight], ``total_bits`` [bit],
     ``error`` (the scenario's metric), the :func:`stats_record` columns, and the tensor's role,
     layer, element count and pre-quantized flag. Only this process reads and writes the cache,
-    one entry per (tensor, candidate) as each result arrives, so an interrupted run keeps every
-    finished measurement. A tensor is one job for all its candidates still needed (read, or its
+    one entry per (tensor, candidate) as each tensor's result arrives, so an interrupted run keeps
+    every finished tensor. A tensor is one job for all its candidates still needed (read, or its
     sample drawn, once); a warm tensor is no job at all.
     """
     by_name = {c.name: c for c in s.candidates}

@@ -420,14 +420,14 @@ def test_solved_sweep_key_includes_the_time_limit(tmp_path, capsys):
     assert len(_entries(tmp_path, "solutions")) == 2
 
 
-def test_measurements_are_cached_one_by_one(tmp_path, capsys, monkeypatch):
-    """An interrupted cold run keeps every (tensor, candidate) it finished."""
+def test_measurements_are_cached_tensor_by_tensor(tmp_path, capsys, monkeypatch):
+    """An interrupted cold run keeps every tensor it finished, with all its candidates."""
     import dse.measurement
 
     calls = []
 
     def interrupted(*args, **kwargs):
-        if calls:
+        if len(calls) == 2:  # the first tensor's two candidates are done: stop in the second tensor
             raise KeyboardInterrupt
         calls.append(1)
         return real(*args, **kwargs)
@@ -437,7 +437,7 @@ def test_measurements_are_cached_one_by_one(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert main(["explore", str(small_scenario(tmp_path)), "--jobs", "1"]) == 130
     assert capsys.readouterr().err == "dse: interrupted\n"
-    assert len(_entries(tmp_path, "measurements")) == 1
+    assert len(_entries(tmp_path, "measurements")) == 2
 
 
 def test_damaged_or_out_of_range_activation_files(tmp_path, capsys):
