@@ -37,15 +37,18 @@ RUNS = [("datacenter.yaml (sampled 8B, 9 formats)", ROOT / "scenarios" / "datace
 WARM_GOAL_1B_S = 2.0
 
 
-def timed_explore(scenario: Path, out: Path) -> tuple[float, float]:
-    """(wall, CPU of the child and its workers) seconds of one ``dse explore``."""
+def timed_explore(scenario: Path, out: Path) -> list[str]:
+    """Wall and CPU (the child and its workers) seconds of one ``dse explore``, formatted; the
+    error line instead when the run fails."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "dse", "explore", str(scenario), "--out", str(out)], check=True,
-                   stdout=subprocess.DEVNULL)
+    run = subprocess.run([sys.executable, "-m", "dse", "explore", str(scenario), "--out", str(out)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if run.returncode:
+        return [f"failed (exit {run.returncode})", run.stderr.strip().splitlines()[-1][:60]]
+    return [f"{wall:.1f}", f"{(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime):.1f}"]
 
 
 def main() -> None:
@@ -62,7 +65,7 @@ def main() -> None:
             cold = timed_explore(scenario, root / "out")
             warm = timed_explore(scenario, root / "out")
             goal = f"cold <= {cold_goal:.0f} s" if cold_goal else f"warm <= {WARM_GOAL_1B_S:.0f} s"
-            out.add_row(label, *(f"{v:.1f}" for v in (*cold, *warm)), goal)
+            out.add_row(label, *cold, *warm, goal)
     Console().print(out)
 
 
