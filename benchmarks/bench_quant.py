@@ -23,10 +23,11 @@ from rich.console import Console
 from dse import render
 from quant import dequantize, measure, parse_candidate, quantize
 
-# SFP4 rounds onto three grids per block. The last four include fitting learned DD4 codebooks to
-# the tensor (goal: < 2 s at 4096x4096); DD4|DD4 (MPO2) fits two, then refits both jointly.
+# SFP4 rounds onto three grids per block. Q4_0 and Q8_0 are llama.cpp's own arithmetic
+# (quant/ggml.py); gguf.quants is timed beside them. The last four include fitting learned DD4
+# codebooks to the tensor (goal: < 2 s at 4096x4096); DD4|DD4 (MPO2) fits two, then refits both jointly.
 CANDIDATES = ("E2M3sUE4M4", "E2M1sE4M3@16", "E2M1sUE8M0@32", "NF4sUE4M4", "NF4sFP32@16", "E4M3sUE8M0@layer",
-              "SFP4sE4M3", "DD4sUE4M4", "NF4|DD4sUE4M4", "DD4|DD4sUE4M4", "NF4|DD4sUE4M4:lut=E4M3")
+              "Q4_0", "Q8_0", "SFP4sE4M3", "DD4sUE4M4", "NF4|DD4sUE4M4", "DD4|DD4sUE4M4", "NF4|DD4sUE4M4:lut=E4M3")
 # The pack/unpack targets: NVFP4-like, MXFP4, NF4, E2M3sUE4M4.
 PACK_CANDIDATES = ("E2M1sE4M3@16", "E2M1sUE8M0@32", "NF4sUE4M4", "E2M3sUE4M4", "E2M1|INT4sE4M3",
                    "E4M3sUE8M0@layer")
@@ -74,6 +75,13 @@ def main() -> None:
         measure(w[:64], c)  # build lookup tables outside the timing
         t = best_of(args.repeat, lambda: measure(w, c, threads=args.threads))
         table.add_row(f"sop-dse measure {name}", f"{t * 1e3:.1f}", f"{w.size / t / 1e6:.0f}", f"{baseline / t:.2f}")
+    from gguf import GGMLQuantizationType, quants
+
+    for name in ("Q4_0", "Q8_0"):
+        qtype = GGMLQuantizationType[name]
+        t = best_of(args.repeat, lambda: quants.dequantize(quants.quantize(w, qtype), qtype))
+        table.add_row(f"gguf.quants quantize + dequantize {name}", f"{t * 1e3:.1f}", f"{w.size / t / 1e6:.0f}",
+                      f"{baseline / t:.2f}")
     console.print(table)
 
     table = render.table(f"quantize + dequantize, {size}",

@@ -146,7 +146,7 @@ def solve_front(s: Scenario, allocation: Allocation, hw: Hardware) -> list[Front
     if s.energy_j_per_token_max is None and s.decode_area_mm2_max is None:
         lo, hi = min(s.budgets_bpw), max(s.budgets_bpw)
         points += [p for p in lagrangian_front(problem) if lo - 1e-9 <= p.bpw <= hi + 1e-9]
-    unique = {p.choice: p for p in sorted(points, key=lambda p: not p.source.startswith("ilp"))}  # ILP label wins
+    unique = {p.choice: p for p in sorted(points, key=lambda p: p.source.startswith("ilp"))}  # ILP label wins (last)
     front = pareto_points(list(unique.values()))
     return [front_point(s, allocation, p, hw, budget_of.get(p.choice)) for p in front]
 

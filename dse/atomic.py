@@ -15,7 +15,7 @@ import fcntl
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -34,12 +34,18 @@ def umask() -> int:
 
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write ``data`` to a temp file in ``path``'s directory, then rename it over ``path``."""
+    write_atomic_chunks(path, [data.encode() if isinstance(data, str) else data])
+
+
+def write_atomic_chunks(path: Path, chunks: Iterable[bytes]) -> None:
+    """Like :func:`write_atomic` for a file too large to hold in memory: ``chunks`` are written in turn."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
+            for chunk in chunks:
+                fh.write(chunk)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
 from dse.commands import COMMANDS
+from dse.package import tool_version
 from quant.errors import DseError, EnvironmentFailure
 
 MAX_LINE = 400
@@ -50,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dse",
         description="sop-dse: design-space exploration of LUT-decoded LLM weight formats.",
+        epilog="examples:\n  dse explore scenarios/edge.yaml\n  dse measure NVFP4 MXFP4 Q4_0 --weights minilm --totals-only\n"
+               "  dse COMMAND --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {tool_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)

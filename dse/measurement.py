@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +121,7 @@ def measure_source(
     executor: Executor | None = None,
     spec: str | None = None,
     open_args: tuple[tuple[int, int], int] = ((4096, 4096), 0),
+    include: str | None = None,
 ) -> list[Measurement]:
     """Every (tensor, candidate) measurement, tensors streamed one at a time, then a total per candidate.
 
@@ -129,8 +131,9 @@ def measure_source(
     With ``executor`` (and ``spec`` and ``open_args`` = (shape, seed), the source as
     :func:`models.sources.open_source` opens it) the tensors are measured as parallel jobs, each
     opening the source itself.
+    ``include``: a regex; only tensors whose name it matches (``re.search``) are measured.
     """
-    infos = source.infos()
+    infos = selected(source.infos(), include)
     acts = [act(info) if act is not None else None for info in infos]
     measured: dict[int, list[tuple[ErrorStats, SampledStats | None]]] = {}
     if executor is None:
@@ -162,6 +165,17 @@ def _measure_named(spec: str, open_args: tuple[tuple[int, int], int], name: str,
     info = next(i for i in source.infos() if i.name == name)
     return measure_tensor(source, info, [parse_candidate(n) for n in candidates], act=act,
                           sample_fraction=sample_fraction, threads=1)
+
+
+def selected(infos: Sequence[TensorInfo], include: str | None) -> list[TensorInfo]:
+    """The tensors whose name ``include`` matches (all when None); DseError for a bad regex."""
+    if include is None:
+        return list(infos)
+    try:
+        pattern = re.compile(include)
+    except re.error as err:
+        raise DseError(f"--include {include!r}: not a regular expression ({err}); e.g. 'layer\\.0\\.'") from None
+    return [i for i in infos if pattern.search(i.name)]
 
 
 def totals(rows: Sequence[Measurement]) -> list[Measurement]:

@@ -113,7 +113,8 @@ def _index_sources(specs: list[tuple[str, str]]) -> dict[str, _Tensor]:
     return out
 
 
-def _tool_version() -> str:
+def tool_version() -> str:
+    """The installed sop-dse version (``dse --version``, package manifests)."""
     try:
         return importlib.metadata.version("sop-dse")
     except importlib.metadata.PackageNotFoundError:
@@ -195,7 +196,7 @@ def _write_package(cfg: Config, tensors: dict[str, _Tensor], acts: Callable[[Ten
                 on_tensor(record["name"], record["numel"])
     records = [found[i] for i in range(len(work))]
     manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "tool": "sop-dse", "tool_version": _tool_version(),
+        "format": FORMAT, "format_version": FORMAT_VERSION, "tool": "sop-dse", "tool_version": tool_version(),
         "config": str(cfg.path), "config_bpw": cfg.bpw, "weights": sorted({r["source"] for r in records}),
         "activations": cfg.activations, "act_power": cfg.act_power, "totals": _totals(records), "tensors": records,
     }

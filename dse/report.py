@@ -1,8 +1,9 @@
 """Reports of an exploration: rich tables, and the files a quantization run and a plotter read.
 
 Files (all deterministic: no timestamps, fixed orders, so a rerun gives identical bytes):
-``pareto.csv``, ``pareto.json``, ``measurements.csv``, ``pareto.png``, one
-``config-<bpw>.yaml`` per front point (the assignment ``dse quantize`` consumes), and
+``pareto.csv``, ``pareto.json``, ``measurements.csv``, ``pareto.png``, a self-contained
+``report.html`` (dse.html), one ``config-<bpw>.yaml`` per requested budget (the assignment
+``dse quantize`` and ``dse export`` consume), ``bits-<bpw>.png`` with ``--show``, and
 ``outputs.json``, written last, listing the set with BLAKE2b hashes.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import shutil
 from collections import Counter
@@ -19,13 +19,19 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.text import Text
 
 from dse.allocation import FrontPoint
 from dse.atomic import locked, staging_dir, write_atomic
+from dse.html import spread_labels, write_html
+from dse.layers import BitsGrid, bits_grid, plot_bits
 from dse.packing import file_hash
 from dse.pipeline import ExploreResult, bpw_label
-from dse.render import fmt_sci, placeholder_lines, table
-from quant import parse_candidate
+from dse.recommend import decode_units, fmt_measured, recommend, uniform_name
+from dse.render import Col, fit_table, fixed, placeholder_lines, short_tensor_names
+from dse.setup import resolve_hardware
+from hwcost import Hardware
+from quant import aliases, parse_candidate
 from quant.errors import DseError
 
 CONFIG_VERSION = 1
@@ -52,11 +58,13 @@ VALIDATION_COLUMNS = ["measured_output_error", "measured_metric", "perplexity", 
 
 OUTPUTS = "outputs.json"
 """The complete marker: the files of the last complete run with their BLAKE2b, written last."""
-_GENERATED = ("pareto.json", "pareto.csv", "measurements.csv", "pareto.png", ".pareto.png.key", "config-*.yaml")
+_GENERATED = ("pareto.json", "pareto.csv", "measurements.csv", "pareto.png", ".pareto.png.key", "config-*.yaml",
+              "report.html", "bits-*.png")
 
 
-def write_outputs(result: ExploreResult) -> list[Path]:
-    """Write every output file as one generation; returns their paths.
+def write_outputs(result: ExploreResult, show: FrontPoint | None = None) -> list[Path]:
+    """Write every output file as one generation; returns their paths. ``show``: also draw the
+    layer x role heatmap of that point (``bits-<bpw>.png``).
 
     The files are written to a staging directory beside the output directory, then moved in
     under a lock, after the previous run's files are removed; ``outputs.json`` is written last.
@@ -69,7 +77,7 @@ def write_outputs(result: ExploreResult) -> list[Path]:
         raise DseError(f"{out}: is a file; the output directory (--out, output.dir) must be a directory")
     staging = staging_dir(out)
     try:
-        _write_generation(result, staging, out)
+        _write_generation(result, staging, out, show)
         out.mkdir(parents=True, exist_ok=True)
         with locked(out / ".dse-lock"):
             (out / OUTPUTS).unlink(missing_ok=True)  # no marker while the set is changing
@@ -87,7 +95,7 @@ def write_outputs(result: ExploreResult) -> list[Path]:
     return [out / name for name in names if not name.startswith(".")] + [out / OUTPUTS]
 
 
-def _write_generation(result: ExploreResult, out: Path, previous: Path) -> None:
+def _write_generation(result: ExploreResult, out: Path, previous: Path, show: FrontPoint | None) -> None:
     s = result.scenario
     meta = {"scenario": str(s.path), "metric": s.metric, "hardware": s.hardware.label,
             "weights": list(s.weights), "skipped_sources": list(result.skipped_sources),
@@ -112,6 +120,12 @@ def _write_generation(result: ExploreResult, out: Path, previous: Path) -> None:
         write_atomic(out / f"config-{bpw_label(p.bpw)}.yaml", yaml.safe_dump(config_document(result, p), sort_keys=False))
     if s.plot:
         plot_front(result, out / "pareto.png", previous / "pareto.png")
+    hw = resolve_hardware(s)
+    recs, trades = recommend(result, hw)
+    write_html(result, hw, recs, trades, source_notes(result), _metric_label(s.metric), out / "report.html")
+    if show is not None:
+        plot_bits(bits_grid(result, show), f"{s.path.name}: bits at {show.bpw:.4f} bpw",
+                  out / f"bits-{bpw_label(show.bpw)}.png")
 
 
 def _validated(result: ExploreResult) -> bool:
@@ -171,7 +185,7 @@ def plot_front(result: ExploreResult, path: Path, previous: Path | None = None) 
     front = sorted(result.front, key=lambda p: p.bpw)
     ax.plot([p.bpw for p in front], [p.error for p in front], "-o", ms=3.5, color="tab:blue",
             label="Pareto front (per-tensor formats)")
-    label_y = _spread_labels([(p.bpw, p.error) for p in result.baselines])
+    label_y = spread_labels([(p.bpw, p.error) for p in result.baselines])
     for i, (p, y) in enumerate(zip(result.baselines, label_y)):
         ax.scatter([p.bpw], [p.error], marker="x", color="tab:red", zorder=3,
                    label="one format everywhere" if i == 0 else None)
@@ -206,22 +220,6 @@ def plot_front(result: ExploreResult, path: Path, previous: Path | None = None) 
     return path
 
 
-def _spread_labels(points: list[tuple[float, float]], gap_decades: float = 0.05) -> list[float]:
-    """Label heights for (bpw, error) points on a log axis: labels of points within 0.3 bpw of each
-    other are pushed apart to at least ``gap_decades`` so they do not overprint."""
-    order = sorted(range(len(points)), key=lambda i: points[i][1])
-    placed: list[tuple[float, float]] = []  # (bpw, log10 label height)
-    out = [0.0] * len(points)
-    for i in order:
-        x, y = points[i][0], math.log10(points[i][1])
-        for px, py in sorted(placed, key=lambda q: q[1]):
-            if abs(px - x) < 0.3 and y < py + gap_decades:
-                y = py + gap_decades
-        placed.append((x, y))
-        out[i] = 10**y
-    return out
-
-
 def _metric_label(metric: str) -> str:
     return {"sse": "squared error", "act_sse": "activation-weighted squared error",
             "rel_mse": "elements x relative MSE", "output": "predicted output error (gain x squared error)"}[metric]
@@ -230,14 +228,6 @@ def _metric_label(metric: str) -> str:
 def _measured_label(result: ExploreResult) -> str:
     metric = next(p.validation.metric for p in result.front if p.validation is not None)
     return "1 - cos of sentence embeddings" if metric == "1-cos" else "KL [nats/token]"
-
-
-def _fmt_measured(p: FrontPoint) -> str:
-    if p.validation is None:
-        return "-"
-    if p.validation.metric == "1-cos":
-        return f"{p.validation.measured * 1e6:,.0f} ppm"
-    return f"{p.validation.measured:.4g}"
 
 
 def _csv(v: Any) -> str:
@@ -254,55 +244,124 @@ def _json_default(v: Any) -> Any:
     raise TypeError(type(v))
 
 
-def front_rows(result: ExploreResult) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
-    """The cells :func:`print_front` prints: the front's ILP points (with the dominated ones when
-    validated), and the uniform baselines."""
+def source_notes(result: ExploreResult) -> list[str]:
+    """One line per source whose numbers need a caveat: pre-quantized or synthetic weights."""
+    notes = []
+    for source in dict.fromkeys(t.source for t in result.tensors):
+        tensors = [t for t in result.tensors if t.source == source]
+        if any(t.prequantized for t in tensors):
+            share = _error_share(result, {t.name for t in tensors if t.prequantized})
+            notes.append(f"{source}: pre-quantized checkpoint: its errors are against already-quantized weights "
+                         f"({share:.0f} % of the error at the first point); treat its choices with care")
+        if "synthetic" in source:
+            notes.append(f"{source}: synthetic weights: choices reflect tensor shapes and a calibrated "
+                         "distribution, not a trained model's weights")
+    return notes
+
+
+def _error_share(result: ExploreResult, names: set[str]) -> float:
+    if not result.front:
+        return 0.0
+    p = result.front[0]
+    rows = result.measurements.set_index(["tensor", "candidate"])["error"]
+    total = sum(float(rows[(t, c)]) for t, c in p.assignment.items())
+    part = sum(float(rows[(t, c)]) for t, c in p.assignment.items() if t in names)
+    return 100.0 * part / total if total > 0 else 0.0
+
+
+def print_report(console: Console, result: ExploreResult, hw: Hardware) -> None:
+    """Recommendation, then the front beside the uniform baselines, then caveats on the sources."""
+    recs, trades = recommend(result, hw)
+    console.print(Text.assemble(("Recommendation", "bold"), f" ({result.scenario.path.name}, "
+                                f"{_metric_label(result.scenario.metric)}, {hw.name})"))
+    for r in recs:
+        console.print(Text(f"- {r.sentence()}"))
+    for t in trades:
+        console.print(Text(f"- {t.sentence()}"))
+    for note in source_notes(result):
+        console.print(Text(f"- Note: {note}"))
+    console.print()
+    print_front(console, result, hw)
+
+
+def print_front(console: Console, result: ExploreResult, hw: Hardware) -> None:
+    """The front beside the uniform baselines, fitted to the terminal; then the reconstructed grids used."""
+    measured = [Col(f"measured {'1-cos' if 'cos' in _measured_label(result) else 'KL'}")] if _validated(result) else []
+    cols = [Col("bpw [bit]"), Col("error"), *measured, Col("energy [mJ/token]"), Col("tokens/s (bound)"),
+            Col("decode units", optional=True), Col("decode area [mm2]", optional=True), Col("point", "name", optional=True),
+            Col("formats used", "list")]
+    front, uniform = front_rows(result, hw, limit=3 if console.width < 160 else 6)
+    console.print(fit_table(console, f"Pareto front: {result.scenario.path.name} "
+                            f"({_metric_label(result.scenario.metric)})", cols, front + uniform, [len(front)]))
+    used = {name for p in (*result.front, *result.baselines) for name in p.assignment.values()}
+    for line in placeholder_lines(parse_candidate(name) for name in sorted(used)):
+        console.print(Text(line))
+
+
+def front_rows(result: ExploreResult, hw: Hardware, limit: int = 3) -> tuple[list[list[str]], list[list[str]]]:
+    """The cells :func:`print_front` prints: the front's points at requested budgets (with the
+    dominated ones when validated), and the uniform baselines (bpw, error, [measured,] mJ/token,
+    tokens/s, decode units, area, point, formats: the ``limit`` most used)."""
     validated = _validated(result)
-    rows = []
+    front = []
     for p in sorted(result.front + result.dominated, key=lambda p: p.bpw):
         if not p.source.startswith("ilp"):
             continue  # hull vertices between budgets are in pareto.csv and the plot
-        formats = Counter(p.assignment.values()).most_common(3)
         point = p.source
         if p in result.dominated:  # measured worse than a cheaper point: not exported
             worse = p.validation.worse_than if p.validation else None
             point = "dominated" if worse is None else f"dominated (worse than {worse:.4f})"
-        rows.append(_cells(p, point, ", ".join(f"{n} x{k}" for n, k in formats), validated))
-    return rows, [_cells(p, "uniform", next(iter(p.assignment.values())), validated) for p in result.baselines]
+        front.append(_front_row(p, hw, point, _formats(p, limit), validated))
+    uniform = []
+    for p in result.baselines:
+        name = uniform_name(p)
+        found = aliases.aliases_of(name)
+        uniform.append(_front_row(p, hw, "uniform", name + (f" (= {found[0]})" if found else ""), validated))
+    return front, uniform
 
 
-def _cells(p: FrontPoint, point: str, formats: str, validated: bool) -> tuple[str, ...]:
-    measured = (_fmt_measured(p),) if validated else ()
-    return (f"{p.bpw:.4f}", fmt_sci(p.error), *measured, f"{p.energy_j_per_token * 1e3:.4g}",
-            f"{p.tokens_per_s:,.0f}", f"{p.decode_area_mm2:.4f}", point, formats)
+def _formats(p: FrontPoint, limit: int) -> str:
+    common = Counter(p.assignment.values()).most_common()
+    shown = [f"{n} x{k}" for n, k in common[:limit]]
+    return ", ".join(shown + ([f"+{len(common) - limit} more"] if len(common) > limit else []))
 
 
-def print_front(console: Console, result: ExploreResult) -> None:
-    """The front beside the uniform baselines."""
-    measured = [f"measured {'1-cos' if 'cos' in _measured_label(result) else 'KL'}"] if _validated(result) else []
-    t = table(f"Pareto front: {result.scenario.path.name} ({_metric_label(result.scenario.metric)})",
-              ["bpw [bit]", "error", *measured, "energy [mJ/token]", "tokens/s (bound)", "decode area [mm2]", "point",
-               "formats used"], left=0)
-    front, uniform = front_rows(result)
-    for row in front:
-        t.add_row(*row)
-    t.add_section()
-    for row in uniform:
-        t.add_row(*row)
-    console.print(t)
-    used = {name for p in (*result.front, *result.baselines) for name in p.assignment.values()}
-    for line in placeholder_lines(parse_candidate(name) for name in sorted(used)):
-        console.print(line)
+def _front_row(p: FrontPoint, hw: Hardware, kind: str, formats: str, validated: bool) -> list[str]:
+    measured = [fmt_measured(p)] if validated else []
+    return [f"{p.bpw:.4f}", fixed(p.error), *measured, f"{p.energy_j_per_token * 1e3:.4f}", f"{p.tokens_per_s:,.0f}",
+            str(len(decode_units(p, hw))), f"{p.decode_area_mm2:.4f}", kind, formats]
 
 
 def print_assignment(console: Console, result: ExploreResult, point: FrontPoint) -> None:
-    """The per-tensor choice at one front point."""
+    """The per-tensor choice at one front point, then the same as a layer x role grid."""
     rows = result.measurements.set_index(["tensor", "candidate"])
-    t = table(f"Assignment at {point.bpw:.4f} bpw", ["tensor", "candidate", "elements", "bpw [bit]", "rel. MSE",
-                                                      "1-cos [ppm]"], left=2)
-    for tensor in sorted(point.assignment):
+    names = sorted(point.assignment)
+    short, rule = short_tensor_names(names)
+    full = max(map(len, names)) + max(map(len, point.assignment.values())) + 50 <= console.width
+    cells = []
+    for tensor in names:
         c = point.assignment[tensor]
         r = rows.loc[(tensor, c)]
-        t.add_row(tensor, c, f"{int(r['numel']):,}", f"{r['bpw']:.4f}", fmt_sci(float(r["rel_mse"])),
-                  f"{float(r['cos_deficit_ppm']):.1f}")
-    console.print(t)
+        cells.append([tensor if full else short[tensor], c, f"{int(r['numel']):,}", f"{r['bpw']:.4f}",
+                      fixed(100 * float(r["rel_mse"])), f"{float(r['cos_deficit_ppm']):.1f}"])
+    cols = [Col("tensor", "name"), Col("candidate", "name"), Col("elements", optional=True), Col("bpw [bit]"),
+            Col("rel. MSE [%]"), Col("1-cos [ppm]", optional=True)]
+    console.print(fit_table(console, f"Assignment at {point.bpw:.4f} bpw", cols, cells))
+    if not full:
+        console.print(rule)
+    print_bits_grid(console, bits_grid(result, point), f"Bits per weight by layer and role at {point.bpw:.4f} bpw")
+
+
+def print_bits_grid(console: Console, grid: BitsGrid, title: str) -> None:
+    """Layer x role table: each cell the bpw and the key of the chosen candidate."""
+    keys = grid.letters()
+    cols = [Col("layer", "name")] + [Col(role) for role in grid.roles]
+    cells = []
+    for i, layer in enumerate(grid.layers):
+        cells.append([f"L{layer}"] + [f"{grid.bpw[i, j]:.2f} {keys[c]}" if (c := grid.candidate[i][j]) else "-"
+                                     for j in range(len(grid.roles))])
+    console.print(fit_table(console, title, cols, cells))
+    for name, key in keys.items():
+        console.print(Text(f"  {key} = {name}"))
+    for tensor, c, bpw in grid.others:
+        console.print(Text(f"  {tensor}: {c} ({bpw:.4f} bpw)"))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dse.atomic import write_atomic
+from dse.measurement import selected
 from models.source import TensorInfo, WeightSource
 from quant import Candidate, ErrorStats, measure, parse_candidate
 from quant.candidate import resolve_atom
@@ -78,9 +79,10 @@ def single_grid(c: Candidate) -> Candidate:
 def block_sweep(
     source: WeightSource, candidates: Sequence[Candidate], blocks: Sequence[int], *,
     threads: int | None = None, on_tensor: Callable[[TensorInfo], None] | None = None,
-    act: Callable[[TensorInfo], np.ndarray | None] | None = None,
+    act: Callable[[TensorInfo], np.ndarray | None] | None = None, include: str | None = None,
 ) -> list[SweepPoint]:
     """Each family x block size, measured exactly (no sampling); tensors streamed one at a time.
+    ``include``: a regex; only tensors whose name it matches (``re.search``) are measured.
 
     Raises CandidateError when a family is invalid at one of the blocks, and DseError (from the
     source) on unreadable weights.
@@ -90,7 +92,7 @@ def block_sweep(
     sums: dict[tuple[str, int], tuple[ErrorStats, float]] = {}
     total = 0
     numel: dict[int, int] = dict.fromkeys(blocks, 0)
-    infos = source.infos()
+    infos = selected(source.infos(), include)
     for info in infos:
         total += info.numel
         fitting = [b for b in blocks if info.shape[1] % b == 0]

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import cast
 
+from quant import aliases
 from quant.errors import CandidateError, UnknownFormatError, brief
 from quant.formats import GRID_SETS, AtomFormat, AtomKind, get_atom, get_grid_set
 from quant.scales import ScaleFormat, get_scale
@@ -63,6 +64,9 @@ class ScaleRule(enum.Enum):
     """Per block, the lowest-error of: nearest, ceil, x1.5 (4/6) and x0.9 scales."""
     FOUR_OVER_SIX = "4o6"
     """Per block, the lower-error of max->qmax and max->2/3 qmax (Four over Six, arXiv 2512.02010)."""
+    GGML = "ggml"
+    """llama.cpp's reference rule (Q4_0, Q5_0, Q8_0): codes from the unrounded scale, then the
+    scale stored as FP16 (see :mod:`quant.ggml`)."""
 
 
 class TensorScale(enum.Enum):
@@ -388,13 +392,31 @@ MAX_ENTRY_BITS = 1024.0
 
 
 def parse_candidate(text: str) -> Candidate:
-    """Parse a candidate name; raises UnknownFormatError / CandidateError with a one-line fix.
+    """Parse a candidate name or an industry alias (``NVFP4``, ``Q4_0``: :mod:`quant.aliases`);
+    raises UnknownFormatError / CandidateError with a one-line fix.
 
     Every accepted name prints canonically (``Candidate.name``) and parses back to the same
     candidate; an option or correction given twice is an error, not "the last one wins".
     """
-    raw = brief(text.strip(), 80)
-    head, *corrections = text.strip().split("+")
+    text = text.strip()
+    alias = aliases.lookup(text)
+    if alias is not None:
+        return _parse_name(alias.canonical)
+    family = aliases.ambiguous(text)
+    if family:
+        raise CandidateError(f"candidate {brief(text, 80)} names {len(family)} formats; write {' or '.join(family)}")
+    try:
+        return _parse_name(text)
+    except (CandidateError, UnknownFormatError) as err:
+        close = aliases.suggest(text)
+        if not close:
+            raise
+        raise type(err)(f"{err}; or an industry name: {', '.join(close)}?") from None
+
+
+def _parse_name(text: str) -> Candidate:
+    raw = brief(text, 80)
+    head, *corrections = text.split("+")
     core, *options = head.split(":")
     block: int | None = DEFAULT_BLOCK
     if "@" in core:
@@ -513,11 +535,26 @@ def _validate(raw: str, c: Candidate) -> None:
                 f"{c.outliers.threshold_sigmas(c.block_size):.2f} sigma_block, but no weight in a block of "
                 f"{c.block_size} can exceed {reach:.2f}; lower the quantile or use a larger block"
             )
+    if c.rule is ScaleRule.GGML:
+        _validate_ggml(raw, c)
     if c.block_size is None:
         if c.tensor_scale is not TensorScale.NONE:
             raise CandidateError(f"candidate {raw}: an @layer scale is already per tensor; drop :{c.tensor_scale.value}")
         if c.rule in (ScaleRule.MSE, ScaleRule.FOUR_OVER_SIX) or c.dual or c.outliers:
             raise CandidateError(f"candidate {raw}: :mse, :4o6, pairs and opq work per block; use a block size")
+
+
+def _validate_ggml(raw: str, c: Candidate) -> None:
+    """:ggml is llama.cpp's exact arithmetic: only the shapes that arithmetic covers."""
+    ggml_grid = c.atom.name in ("Q4", "Q5")
+    plain = (c.scale.name == "FP16" and c.block_size is not None and c.tensor_scale is TensorScale.NONE
+             and not c.dual and not c.act_weighted and c.lut_format is None and c.outliers is None
+             and c.residual is None)
+    if not plain or not ((ggml_grid and c.signed) or (c.atom.kind is AtomKind.INT and not ggml_grid and not c.signed)):
+        raise CandidateError(
+            f"candidate {raw}: :ggml reproduces llama.cpp's Q4_0, Q5_0 and Q8_0 only: write Q4_0, Q5_0 or "
+            "Q8_0 (= Q4sFP16@32:ggml:tnone, Q5sFP16@32:ggml:tnone, INT8sFP16@32:ggml:tnone)"
+        )
 
 
 def _split_atoms_scale(raw: str, core: str, block: int | None) -> tuple[tuple[AtomFormat, ...], ScaleFormat]:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from quant import ggml
 from quant._allocator import keep_chunks_in_heap
 from quant.candidate import Candidate, Outliers, ScaleRule, TensorScale
 from quant.errors import WeightError
@@ -269,7 +270,7 @@ def _h_blocks(h: np.ndarray | None, block: int, rows: int) -> np.ndarray | None:
     return None if h is None else np.tile(h.reshape(-1, block).T, (1, rows)).astype(np.float32)
 
 
-def _bf16(x: np.ndarray) -> np.ndarray:
+def round_bf16(x: np.ndarray) -> np.ndarray:
     """Round float32 to the nearest BF16 value (ties to even), as float32."""
     bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
     rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
@@ -312,6 +313,9 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
     search, stored aside as BF16) and keeps that only if it lowers the block's error, so the
     correction never hurts.
     """
+    if plan.candidate.rule is ScaleRule.GGML:
+        w_hat, codes, scales = ggml.quantize_blocks(blocks, plan.candidate)
+        return _Chunk(w_hat, codes if want_codes else None, np.zeros(scales.shape, np.uint8), scales, None)
     select_h = h if plan.h is not None else None
     chunk, err = _best_of_trials(blocks, plan, select_h, want_codes)
     if plan.outlier_factor is None:
@@ -320,7 +324,7 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
     kept = np.where(outliers, np.float32(0.0), blocks)
     alt, _ = _best_of_trials(kept, plan, select_h, want_codes)
     assert chunk.w_hat is not None and alt.w_hat is not None  # OPQ compares reconstructions
-    alt.w_hat = np.where(outliers, _bf16(blocks), alt.w_hat)
+    alt.w_hat = np.where(outliers, round_bf16(blocks), alt.w_hat)
     alt_err = _block_error(alt.w_hat, blocks, select_h, plan.err_unit)
     use = alt_err < err
     outliers &= use  # a block that declines OPQ stores no outliers
@@ -389,7 +393,7 @@ def _finish(blocks: np.ndarray, chunk: _Chunk, plan: _Plan, h: np.ndarray | None
     if plan.residual_cut is not None:
         assert chunk.w_hat is not None
         r = _residual_score(blocks, chunk.w_hat, h if plan.h is not None else None, plan.err_unit)
-        exact = _bf16(blocks)
+        exact = round_bf16(blocks)
         picked = (r > np.float32(plan.residual_cut)) & (np.abs(exact - blocks) < np.abs(chunk.w_hat - blocks))
         if sparse is not None:
             picked &= ~sparse
@@ -638,7 +642,7 @@ def quantize(w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = No
     return QuantizedTensor(
         candidate=candidate, shape=(rows, cols), grids=plan.grids, codes=codes, grid_index=grid_index,
         scales=scales, tensor_factor=float(plan.tensor_factor),
-        sparse_index=index, sparse_value=_bf16(w.reshape(-1)[index]),
+        sparse_index=index, sparse_value=round_bf16(w.reshape(-1)[index]),
     )
 
 

@@ -148,6 +148,22 @@ def _int_atom(bits: int) -> AtomFormat:
     )
 
 
+def _ggml_atom(bits: int) -> AtomFormat:
+    """llama.cpp's offset integer grid of Q4_0 / Q5_0: -2**(n-1) .. 2**(n-1)-1, stored as
+    code = value + 2**(n-1) (ggml-quants.c quantize_row_q4_0_ref; gguf.quants.Q4_0)."""
+    half = 1 << (bits - 1)
+    return AtomFormat(
+        name=f"Q{bits}",
+        values=tuple(float(k) for k in range(-half, half)),
+        codes=tuple(k + half for k in range(-half, half)),
+        code_bits=bits,
+        kind=AtomKind.INT,
+        source=f"llama.cpp Q{bits}_0 grid -{half}..{half - 1}, the block's largest-magnitude weight maps to "
+        f"-{half} (ggml-quants.c quantize_row_q{bits}_0_ref)",
+        signed_scale=True,
+    )
+
+
 def _codebook(
     name: str, values: Iterable[float], source: str, *, signed_scale: bool = False,
     kind: AtomKind = AtomKind.CODEBOOK, note: str = "",
@@ -182,6 +198,8 @@ def _builtin_atoms() -> dict[str, AtomFormat]:
         _float_atom(5, 2, Specials.IEEE, "float8_e5m2", f"FP8 E5M2: {_OCP_FP8}"),
         _int_atom(4),
         _int_atom(8),
+        _ggml_atom(4),
+        _ggml_atom(5),
         _codebook("NF4", codebooks.NF4, codebooks.NF4_SOURCE),
         _codebook("BOF4-64", codebooks.BOF4_MSE_64, codebooks.bof4_source("Table 6, MSE, I=64")),
         _codebook("BOF4MAE-64", codebooks.BOF4_MAE_64, codebooks.bof4_source("Table 6, MAE, I=64")),

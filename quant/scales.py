@@ -103,7 +103,7 @@ _UNSIGNED = re.compile(r"UE(\d+)M(\d+)", re.ASCII)
 _SIGNED = re.compile(r"E(\d+)M(\d+)", re.ASCII)
 _META = re.compile(r"S1E(\d+)M(\d+)", re.ASCII)
 
-BUILTIN_SCALES = ("UE8M0", "UE4M4", "UE4M3", "UE5M3", "UE3M5", "UE5M7", "E4M3", "S1E5M5", "E8M7", "FP32")
+BUILTIN_SCALES = ("UE8M0", "UE4M4", "UE4M3", "UE5M3", "UE3M5", "UE5M7", "E4M3", "S1E5M5", "E8M7", "FP16", "FP32")
 
 
 def get_scale(name: str) -> ScaleFormat:
@@ -115,6 +115,9 @@ def get_scale(name: str) -> ScaleFormat:
 def _scale_by_key(key: str, name: str) -> ScaleFormat:
     if key == "FP32":
         return ScaleFormat("FP32", 32, True, False, None, "unquantized IEEE float32 scale")
+    if key == "FP16":
+        return ScaleFormat("FP16", 16, True, False, FloatSpec(5, 10, 15, signed=False, specials=Specials.IEEE),
+                           "IEEE 754 binary16, llama.cpp's ggml_half block scale")
     for pattern, signed, meta in ((_UNSIGNED, False, False), (_META, True, True), (_SIGNED, True, False)):
         if match := pattern.fullmatch(key):
             e, m = int(match[1]), int(match[2])

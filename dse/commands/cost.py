@@ -18,7 +18,10 @@ from quant import parse_candidate
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cost", help="energy, decode area and memory traffic of candidates on a hardware")
+    p = sub.add_parser("cost", help="energy, decode area and memory traffic of candidates on a hardware",
+                       epilog="examples:\n  dse cost E2M3sUE4M4 E4M3sUE8M0@layer 'NF4|DD4sUE4M4' --hardware hbm3 --model llama-3.1-8b\n"
+                              "  dse cost NVFP4 MXFP4 --hardware lpddr5x --explain",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("candidates", nargs="+", metavar="CANDIDATE", help="e.g. E2M3sUE4M4 NF4sFP32@64")
     p.add_argument("--hardware", required=True, metavar="PRESET_OR_YAML",
                    help="hbm3 | hbm3e | lpddr5x | gddr6 | gddr7 (any case), or a hardware YAML file")

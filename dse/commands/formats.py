@@ -12,7 +12,8 @@ from quant.scales import BUILTIN_SCALES, get_scale
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("formats", help="list atom and scale formats with their exact properties")
+    p = sub.add_parser("formats", help="list atom and scale formats with their exact properties",
+                       epilog="examples:\n  dse formats\n  dse formats --json", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(handler=run)
 

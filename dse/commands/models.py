@@ -11,7 +11,9 @@ from models.catalog import ModelSpec, get_model, list_models
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list catalogued LLM shapes with parameter counts, or one model's tensors")
+    p = sub.add_parser("models", help="list catalogued LLM shapes with parameter counts, or one model's tensors",
+                       epilog="examples:\n  dse models\n  dse models llama-3.1-8b --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", metavar="MODEL_ID", help="show this model's linear tensors")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=run)

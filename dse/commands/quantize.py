@@ -10,11 +10,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from dse import render
 from dse.commands.args import add_scheduler_argument, positive_int
 from dse.package import quantize_package, total, verify_package
-from dse.render import console, fmt_sci, print_json
+from dse.render import console, fixed, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    q = sub.add_parser("quantize", help="quantize and bit-pack the weights of a config written by dse explore")
+    q = sub.add_parser("quantize", help="quantize and bit-pack the weights of a config written by dse explore",
+                       epilog="example:\n  dse quantize out/edge/config-4.4998.yaml --out packed/edge-4.5",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("config", help="a config-*.yaml written by dse explore")
     q.add_argument("--weights", default=None, metavar="SOURCE",
                    help="weight source (default: the config's weights; see `dse measure --help`)")
@@ -24,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="local processes packing tensors (default 1: one tensor at a time, least memory)")
     add_scheduler_argument(q)
     q.set_defaults(handler=run_quantize)
-    v = sub.add_parser("verify", help="decode a package and report per-tensor error and stored bits")
+    v = sub.add_parser("verify", help="decode a package and report per-tensor error and stored bits",
+                       epilog="example:\n  dse verify packed/edge-4.5", formatter_class=argparse.RawDescriptionHelpFormatter)
     v.add_argument("package", metavar="DIR", help="a directory written by dse quantize")
     v.add_argument("--weights", default=None, metavar="SOURCE",
                    help="source weights (default: the ones recorded in the manifest)")
@@ -58,10 +61,10 @@ def run_quantize(args: argparse.Namespace) -> int:
         return 0
     t = render.table(f"Packed {manifest['config']} into {args.out}",
                      ["tensor", "candidate", "elements", "bpw [bit]", "stored bpw [bit]", "file [B]",
-                      "rel. MSE"], left=2)
+                      "rel. MSE [%]"], left=2)
     for r in manifest["tensors"]:
         t.add_row(r["name"], r["candidate"], f"{r['numel']:,}", f"{r['bpw']:.4f}",
-                  f"{r['payload_bits'] / r['numel']:.4f}", f"{r['file_bytes']:,}", fmt_sci(r["rel_mse"]))
+                  f"{r['payload_bits'] / r['numel']:.4f}", f"{r['file_bytes']:,}", fixed(100 * r["rel_mse"]))
     tot = manifest["totals"]
     t.add_section()
     t.add_row("TOTAL", "", f"{tot['numel']:,}", f"{tot['bpw']:.4f}",
@@ -90,7 +93,7 @@ def run_verify(args: argparse.Namespace) -> int:
             t.add_section()
         s = r.stats
         t.add_row(r.name, r.candidate, f"{r.numel:,}", f"{r.bpw:.4f}", f"{r.stored_bpw:.4f}", f"{r.file_bytes:,}",
-                  fmt_sci(s.rel_mse), f"{s.sqnr_db:.2f}", f"{s.cos_deficit_ppm:.1f}",
-                  *([fmt_sci(s.act_rel_mse)] if weighted else []))
+                  fixed(100 * s.rel_mse), f"{s.sqnr_db:.2f}", f"{s.cos_deficit_ppm:.1f}",
+                  *([fixed(100 * s.act_rel_mse)] if weighted else []))
     console().print(t)
     return 0

@@ -19,6 +19,7 @@ PIECES = [
     "\u0663", ":", "ceil", "floor", "nearest", "mse", "4o6", "signed", "absmax", "tfp32", "tpot", "tnone",
     "selbit", "selsign", "selmeta", "aw", "lut=E4M3", "lut=", "+", "opq(", "res(", "0.95", "0.5", "%", "1e9",
     "1e-5", "nan", "inf", "-1", "1_0", "1e999", ",", "blockidx", ")", " ", "\u00e9", "0.99999999",
+    "Q4", "Q5", "FP16", "ggml", "NVFP4", "MXFP4", "MXFP6", "Q4_0", "Q8_0", "IF4", "SFP4", "E2M1~0.25",
 ]
 
 
@@ -31,7 +32,8 @@ def _number() -> st.SearchStrategy[str]:
 @st.composite
 def plausible_names(draw) -> str:
     """Valid-looking names with arbitrary numbers in their corrections (the printing risk)."""
-    core = draw(st.sampled_from(["E2M1sE4M3", "NF4sFP32@256", "E2M3sUE4M4@64", "NF4|DD4sUE4M4@64"]))
+    core = draw(st.sampled_from(["E2M1sE4M3", "NF4sFP32@256", "E2M3sUE4M4@64", "NF4|DD4sUE4M4@64", "NVFP4", "Q4_0",
+                                 "MXFP6_E2M3", "SFP4sE4M3", "E2M1|INT4sE4M3"]))
     opts = draw(st.lists(st.sampled_from([":aw", ":ceil", ":mse", ":signed", ":tnone"]), max_size=2))
     corr = []
     if draw(st.booleans()):

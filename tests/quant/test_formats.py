@@ -165,5 +165,11 @@ def test_ue4m4_assumed_encoding():
 def test_scale_bits(name):
     s = get_scale(name)
     expected = {"UE8M0": 8, "UE4M4": 8, "UE4M3": 7, "UE5M3": 8, "UE3M5": 8, "UE5M7": 12,
-                "E4M3": 8, "S1E5M5": 12, "E8M7": 16, "FP32": 32}[name]
+                "E4M3": 8, "S1E5M5": 12, "E8M7": 16, "FP16": 16, "FP32": 32}[name]
     assert s.bits == expected
+
+
+def test_fp16_scale_is_numpy_float16():
+    """Every finite non-negative binary16 value, code for code (numpy's float16 as the oracle)."""
+    every = np.arange(1 << 15, dtype=np.uint16).view(np.float16).astype(np.float64)
+    np.testing.assert_array_equal(get_scale("FP16").magnitudes, np.unique(every[np.isfinite(every)]))
