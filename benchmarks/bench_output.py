@@ -58,9 +58,8 @@ def run(path: Path, work: Path, cache: Path, metric: str, budgets: list[float] |
 
 
 def at_budget(result, budget: float):
-    """The ILP's answer for ``budget``: the validated point with the most bits within it."""
-    return max((p for p in list(result.front) + list(result.dominated) if p.bpw <= budget + 1e-9),
-               key=lambda p: p.bpw)
+    """The validated answer to the requested budget nearest ``budget`` (one row per budget)."""
+    return min(result.budgets, key=lambda r: abs(r.budget_bpw - budget)).point
 
 
 def bench(model: str, cache: Path, console: Console) -> None:

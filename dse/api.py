@@ -11,7 +11,7 @@
     dse.measure_source("minilm", ["E2M3sUE4M4"])        # pandas: one row per (tensor, candidate) + totals
     dse.model_cost([(t, dse.parse_candidate("E2M3sUE4M4")) for t in dse.weight_tensors(dse.get_model("llama-3.1-8b"))],
                    dse.preset("hbm3")).tokens_per_s
-    dse.quantize_package("out/edge/config-4.4998.yaml", None, Path("packed"))
+    dse.quantize_package("out/edge/config-4.5000.yaml", None, Path("packed"))
     dse.verify_package(Path("packed"))
 
 User mistakes raise :class:`DseError` (a :class:`ScenarioError` for scenarios) with one line per problem.

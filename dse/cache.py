@@ -15,6 +15,7 @@ import json
 import math
 from dataclasses import asdict, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from quant.metrics import ErrorStats
 
 # Bump when a change to quant/ alters measured numbers: old entries are then ignored.
 CACHE_VERSION = "sop-dse-measure-2"
-SOLUTION_VERSION = "sop-dse-solution-3"  # bump when the stored sweep format changes
+SOLUTION_VERSION = "sop-dse-solution-4"  # bump when the stored sweep format changes
 
 
 def content_hash(array: np.ndarray | None) -> str:
@@ -134,20 +135,32 @@ class SolutionCache:
             h.update(label.encode())
         return h.hexdigest()
 
-    def get(self, key: str, n_items: int, n_options: int) -> list[tuple[str, list[int]]] | None:
-        """The sweep's (label, choice per item) points, or None when absent or damaged: wrong
-        shape, a choice index out of range, or a failed check. The caller still re-verifies each
-        answer against the problem (budgets, bounds) before trusting it."""
+    def get(self, key: str, n_items: int, n_options: int) -> list[dict[str, Any]] | None:
+        """The sweep's answers (dse.ilp.Answer.record: one per budget, its point as [label,
+        option per item] or null), or None when absent or damaged: a wrong field or type, a choice
+        index out of range, or a failed check. The caller still re-verifies each answer against
+        the problem (caps, bounds) before trusting it."""
         data = _unsealed(self.root / f"{key}.json", key)
         if not isinstance(data, list):
             return None
-        out = []
-        for point in data:
-            if not (isinstance(point, list) and len(point) == n_items + 1 and isinstance(point[0], str)
-                    and all(type(k) is int and 0 <= k < n_options for k in point[1:])):
+        for a in data:
+            if not (isinstance(a, dict) and set(a) == _ANSWER_FIELDS and _number(a["budget_bpw"])
+                    and isinstance(a["status"], str) and isinstance(a["note"], str)
+                    and all(a[k] is None or _number(a[k]) for k in ("gap", "lower"))):
                 return None
-            out.append((point[0], point[1:]))
-        return out
+            point = a["point"]
+            if point is not None and not (isinstance(point, list) and len(point) == n_items + 1
+                                          and isinstance(point[0], str)
+                                          and all(type(k) is int and 0 <= k < n_options for k in point[1:])):
+                return None
+        return data
 
-    def put(self, key: str, points: list[tuple[str, list[int]]]) -> None:
-        write_atomic(self.root / f"{key}.json", _sealed(key, [[label, *map(int, choice)] for label, choice in points]))
+    def put(self, key: str, answers: list[dict[str, Any]]) -> None:
+        write_atomic(self.root / f"{key}.json", _sealed(key, answers))
+
+
+_ANSWER_FIELDS = {"budget_bpw", "status", "gap", "lower", "note", "point"}
+
+
+def _number(v: object) -> bool:
+    return type(v) in (int, float)

@@ -12,7 +12,7 @@
 Library API::
 
     from dse.export import export_fakequant, llama_cpp_overrides
-    export_fakequant("out/edge/config-4.4998.yaml", Path("fakequant/edge-4.5"))
+    export_fakequant("out/edge/config-4.5000.yaml", Path("fakequant/edge-4.5"))
 """
 
 from __future__ import annotations

@@ -1,17 +1,18 @@
 """Dominance filtering and the Lagrangian (convex-hull) front of a multiple-choice knapsack.
 
 Lagrangian front: for a multiplier lambda each item independently picks
-argmin_k error[l,k] + lambda * bits[l,k]. Sweeping lambda visits the vertices of the lower
-convex hull of the (bits, error) front, and computing them takes milliseconds: each item's own
-hull is walked in order of its marginal error saving per bit (Sinha & Zoltners, "The multiple-choice
-knapsack problem", Operations Research 27(3), 1979: the LP relaxation of the MCKP). A hull
-vertex is optimal at its own budget, and the hull evaluated at a budget B is a lower bound on the
-integer optimum there: a check on any solver "Optimal".
+argmin_k cost[i,k] + lambda * bits[i,k]. Sweeping lambda visits the vertices of the lower convex
+hull of the (bits, cost) front. Each item's own lower hull is a chain of moves with decreasing
+error saved per extra bit; merging every item's moves by that slope gives the whole hull in
+O(total options x log) time and memory (Sinha & Zoltners 1979, "The multiple-choice knapsack
+problem", Oper. Res. 27(3), the LP relaxation). A hull vertex is optimal at its own budget, and
+the hull evaluated at a budget B is a lower bound on the integer optimum there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -50,123 +51,180 @@ def pareto_points(points: Sequence[Point]) -> list[Point]:
     return sorted((p for p, k in zip(points, keep) if k), key=lambda p: (p.bpw, p.error))
 
 
-def useful_options(problem: Problem) -> np.ndarray:
-    """(n_items, n_options) mask of options not dominated within their item in
-    (bits, error, energy) by an option needing no hardware unit beyond this one's.
+def useful_options(problem: Problem, mask: np.ndarray | None = None) -> np.ndarray:
+    """(n_items, n_options) the options of ``mask`` not dominated within their item in
+    (budget bits, stored bits, error, energy) by an option needing no hardware unit beyond this one's.
 
     A dominated option can never be in an optimal assignment, so the ILP drops it. An option
     needing other units may still pay (it can spare a unit's area), so it does not dominate.
+    Only items with several options in ``mask`` are compared (the others have nothing to drop).
     """
-    mask = problem.allowed.copy()
-    units = problem.units_of_option
-    same_unit = np.array([[ub <= ua for ub in units] for ua in units])  # [a, b]: b needs no more
-    order = np.arange(len(problem.options))
-    for i in range(len(problem.items)):
-        costs = np.stack([problem.bits[i], problem.error[i], problem.energy[i]], axis=1)
-        costs[~mask[i]] = np.inf
-        le = np.all(costs[None, :, :] <= costs[:, None, :], axis=2)  # [a, b]: b no worse than a
-        lt = np.any(costs[None, :, :] < costs[:, None, :], axis=2)
-        tie_first = ~lt & (order[None, :] < order[:, None])  # equal costs: keep the first
-        dominated = (le & (lt | tie_first) & same_unit & mask[i][None, :]).any(axis=1)
-        mask[i] &= ~dominated
+    mask = (problem.allowed if mask is None else mask).copy()
+    rows = np.flatnonzero(mask.sum(axis=1) > 1)
+    mask[rows] = _undominated(problem, mask, rows)
     return mask
 
 
-def lagrangian_front(problem: Problem) -> list[Point]:
-    """Vertices of the lower convex hull of the (bpw, error) front, from fewest bits up."""
-    n_items = len(problem.items)
-    hulls = [_item_hull(problem.bits[i], problem.error[i]) for i in range(n_items)]
-    choice = np.array([h[0] for h in hulls])
-    # every move along an item's hull, with its error saved per extra bit
-    moves = []
-    for i, hull in enumerate(hulls):
-        for a, b in zip(hull[:-1], hull[1:]):
-            d_bits = problem.bits[i, b] - problem.bits[i, a]
-            d_err = problem.error[i, a] - problem.error[i, b]
-            moves.append((d_err / d_bits, i, b))
-    # steepest first; an item's own moves are already in decreasing slope order (convexity)
-    moves.sort(key=lambda m: (-m[0], m[1]))
-    points = [_hull_point(problem, choice)]
-    for _, i, b in moves:
-        choice[i] = b
-        points.append(_hull_point(problem, choice))
-    return points
+def _undominated(problem: Problem, mask: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    units = problem.units_of_option
+    same_unit = np.array([[ub <= ua for ub in units] for ua in units])  # [a, b]: b needs no more
+    order = np.arange(len(problem.options))
+    mask = mask[rows]
+    costs = np.stack([problem.limit_bits[rows], problem.bits[rows], problem.error[rows], problem.energy[rows]], axis=2)
+    costs = np.where(mask[:, :, None], costs, np.inf)  # (n, K, 4)
+    le = np.all(costs[:, None, :, :] <= costs[:, :, None, :], axis=3)  # [i, a, b]: b no worse than a
+    lt = np.any(costs[:, None, :, :] < costs[:, :, None, :], axis=3)
+    tie_first = ~lt & (order[None, :] < order[:, None])[None]  # equal costs: keep the first
+    dominated = (le & (lt | tie_first) & same_unit[None] & mask[:, None, :]).any(axis=2)
+    return mask & ~dominated
 
 
-def hull_lower_bound(front: Sequence[Point], bpw: float) -> float:
-    """The hull's error at ``bpw`` (linear between vertices): no assignment within bpw does better."""
-    xs = np.array([p.bpw for p in front])
-    ys = np.array([p.error for p in front])
-    if bpw <= xs[0]:
-        return float(ys[0]) if np.isclose(bpw, xs[0]) else float("inf")
-    return float(np.interp(bpw, xs, ys))
+@dataclass(frozen=True)
+class Hull:
+    """The lower convex hull of (budget bits, cost) over all assignments of a problem.
 
-
-def _hull_point(problem: Problem, choice: np.ndarray) -> Point:
-    p = problem.evaluate(choice)
-    return Point(p.bpw, p.error, p.energy_j_per_token, p.decode_area_mm2, p.choice, source="hull")
-
-
-def _item_hull(bits: np.ndarray, error: np.ndarray) -> list[int]:
-    """Indices of the lower convex hull of one item's (bits, error) options, by bits ascending.
-
-    Starts at the fewest-bits option (lowest error among ties) and ends at the lowest error.
+    Vertex 0 is every item at its fewest-bit option; vertex j applies the first j moves.
+    ``cost`` is error + mu * energy (mu = 0: the plain error front).
     """
-    idx = [int(k) for k in np.flatnonzero(np.isfinite(error))]
-    idx.sort(key=lambda k: (bits[k], error[k]))
-    hull: list[int] = []
-    for k in idx:
-        if hull and error[k] >= error[hull[-1]]:
-            continue  # more bits and no less error: never on the lower hull
-        while len(hull) >= 2:
-            a, b = hull[-2], hull[-1]
-            # b lies on or above the chord a-k: drop it
-            if (error[b] - error[a]) * (bits[k] - bits[a]) >= (error[k] - error[a]) * (bits[b] - bits[a]):
-                hull.pop()
-            else:
-                break
-        hull.append(k)
-    return hull
+
+    mu: float
+    """Energy multiplier [error per J/token] folded into the cost."""
+    steps: np.ndarray
+    """(n_items, max_steps + 1) option index along each item's own hull (padded with its last)."""
+    item: np.ndarray
+    """(M,) item moved by move j."""
+    x: np.ndarray
+    """(M + 1,) budget bits at each vertex."""
+    cost: np.ndarray
+    """(M + 1,) error + mu * energy at each vertex."""
+    energy: np.ndarray
+    """(M + 1,) J/token at each vertex."""
+    slope: np.ndarray
+    """(M,) cost saved per extra bit of move j, non-increasing."""
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def choice(self, j: int) -> np.ndarray:
+        """(n_items,) option per item at vertex ``j``."""
+        counts = np.bincount(self.item[:j], minlength=self.steps.shape[0])
+        return self.steps[np.arange(self.steps.shape[0]), counts]
+
+    def below(self, bits: float) -> int:
+        """Index of the last vertex within ``bits`` (-1: none)."""
+        return int(np.searchsorted(self.x, bits * (1 + 1e-12), side="right")) - 1
+
+    def bound(self, bits: float) -> float:
+        """The hull's cost at ``bits`` (linear between vertices): no assignment within ``bits`` costs less."""
+        if bits < self.x[0] * (1 - 1e-12):
+            return float("inf")
+        return float(np.interp(bits, self.x, self.cost))
+
+    def multiplier(self, bits: float) -> float:
+        """lambda at ``bits``: the slope of the hull segment there (0 beyond the last vertex)."""
+        j = self.below(bits)
+        return float(self.slope[j]) if 0 <= j < len(self.slope) else 0.0
 
 
-def reduced_cost_mask(problem: Problem, front: Sequence[Point], bpw: float, mask: np.ndarray) -> np.ndarray:
-    """Options that can still be optimal at ``bpw`` under a bit budget alone (reduced-cost fixing).
+def lagrangian_hull(problem: Problem, mu: float = 0.0, mask: np.ndarray | None = None) -> Hull:
+    """The hull of (limit bits, error + mu * energy), from fewest bits up. O(n K^2 + M log M).
 
-    With the hull slope lambda at ``bpw`` and L = the hull bound there, every feasible assignment
-    x has error(x) >= L + sum_i r[i, x_i], where r[i,k] = e[i,k] + lambda b[i,k] - min_k'(same).
-    So an option with r > U - L, U being the error of the best hull vertex within budget, cannot
-    beat that vertex: it is dropped. Exact, and it leaves a handful of options per budget.
+    Each item's hull is found by gift wrapping (at most K steps, vectorized over items); the
+    moves of all items are then merged by slope, steepest first.
     """
-    xs = np.array([p.bpw for p in front])
-    j = int(np.searchsorted(xs, bpw, side="right")) - 1
-    if j < 0:
-        return mask
-    if j + 1 < len(front):
-        d_bits = (front[j + 1].bpw - front[j].bpw) * problem.total_numel
-        lam = (front[j].error - front[j + 1].error) / d_bits if d_bits > 0 else 0.0
-    else:
-        lam = 0.0
-    lower = hull_lower_bound(front, bpw)
-    upper = min(p.error for p in front[: j + 1])
-    lagr = np.where(mask, problem.error + lam * problem.bits, np.inf)
+    mask = problem.allowed if mask is None else mask
+    x = np.where(mask, problem.limit_bits, np.inf)
+    y = np.where(mask, problem.error + mu * problem.energy if mu else problem.error, np.inf)
+    n, k_opts = x.shape
+    rows = np.arange(n)
+    cur = np.lexsort((y, x), axis=1)[:, 0]  # fewest bits, then least cost
+    steps = [cur]
+    moved_items, moved_slope, moved_step = [], [], []
+    for step in range(k_opts - 1):
+        dx = x - x[rows, cur][:, None]
+        dy = y[rows, cur][:, None] - y
+        ok = mask & (dx > 0) & (dy > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.where(ok, dy / np.where(ok, dx, 1.0), -np.inf)
+        best = slope.max(axis=1)
+        active = np.flatnonzero(best > -np.inf)
+        if not len(active):
+            break
+        nearest = np.where(slope[active] == best[active, None], dx[active], np.inf).argmin(axis=1)  # collinear: each a vertex
+        cur = cur.copy()
+        cur[active] = nearest
+        steps.append(cur)
+        moved_items.append(active)
+        moved_slope.append(best[active])
+        moved_step.append(np.full(len(active), step))
+    steps_arr = np.stack(steps, axis=1)
+    item = np.concatenate(moved_items) if moved_items else np.zeros(0, dtype=np.int64)
+    slope = np.concatenate(moved_slope) if moved_slope else np.zeros(0)
+    step_of = np.concatenate(moved_step) if moved_step else np.zeros(0, dtype=np.int64)
+    order = np.lexsort((item, step_of, -slope))  # steepest first; an item's own moves stay in order
+    item, slope, step_of = item[order], slope[order], step_of[order]
+    new, old = steps_arr[item, step_of + 1], steps_arr[item, step_of]
+    first = steps_arr[:, 0]
+    xs = np.concatenate([[x[rows, first].sum()], x[item, new] - x[item, old]]).cumsum()
+    cost = np.concatenate([[y[rows, first].sum()], y[item, new] - y[item, old]]).cumsum()
+    energy = np.concatenate([[problem.energy[rows, first].sum()],
+                             problem.energy[item, new] - problem.energy[item, old]]).cumsum()
+    return Hull(mu, steps_arr, item, xs, cost, energy, slope)
+
+
+def hull_points(problem: Problem, hull: Hull, lo_bpw: float, hi_bpw: float, at_most: int = 200) -> list[Point]:
+    """Hull vertices whose budget bpw lies in [lo_bpw, hi_bpw], at most ``at_most`` of them spread
+    evenly over the range (a 45,000-item hull has ~400,000 vertices; a plot needs a few hundred)."""
+    bpw = hull.x / problem.limit_numel
+    inside = np.flatnonzero((bpw >= lo_bpw - 1e-9) & (bpw <= hi_bpw + 1e-9))
+    if len(inside) > at_most:
+        targets = np.linspace(bpw[inside[0]], bpw[inside[-1]], at_most)
+        inside = np.unique(inside[np.clip(np.searchsorted(bpw[inside], targets), 0, len(inside) - 1)])
+    return [problem.evaluate(hull.choice(int(j)), source="hull") for j in inside]
+
+
+def reduced_cost_mask(problem: Problem, hull: Hull, bits: float, mask: np.ndarray, slack: float) -> np.ndarray:
+    """Options that can still be in an assignment with error below U = L + ``slack`` (reduced-cost fixing).
+
+    With lambda the hull slope at ``bits`` and L the Lagrangian bound there (``hull.bound(bits)``
+    minus mu times the energy cap), every assignment x meeting the caps has
+    error(x) >= L + sum_i r[i, x_i], where r[i,k] = c[i,k] + lambda b[i,k] - min_k'(same) and
+    c = error + mu * energy. So an option with r > U - L cannot be in any assignment better than
+    U: it is dropped. Exact.
+    """
+    lam = hull.multiplier(bits)
+    cost = problem.error + hull.mu * problem.energy if hull.mu else problem.error
+    lagr = np.where(mask, cost + lam * problem.limit_bits, np.inf)
     reduced = lagr - lagr.min(axis=1, keepdims=True)
-    slack = (upper - lower) + 1e-9 * max(abs(upper), 1e-300)
     return mask & (reduced <= slack)
 
 
-def greedy_fill(problem: Problem, front: Sequence[Point], bpw: float, mask: np.ndarray) -> np.ndarray:
-    """A good feasible assignment at ``bpw``: the hull vertex under it, then repeatedly the single
-    option change that saves the most error within the leftover bits (a warm start for the ILP)."""
-    fits = [p for p in front if p.bpw <= bpw]
-    choice = np.array(fits[-1].choice if fits else front[0].choice)
-    budget = bpw * problem.total_numel
-    rows = np.arange(len(problem.items))
+def greedy_fill(problem: Problem, choice: np.ndarray, bits: float, mask: np.ndarray,
+                energy: float | None = None, options: np.ndarray | None = None) -> np.ndarray:
+    """Improve ``choice`` within ``bits`` (and ``energy`` J/token): repeatedly the single option
+    change among ``mask`` (and the ``options`` (n_options,) allowed, e.g. those needing no new
+    hardware unit) that saves the most error within what is left (a warm start for the ILP)."""
+    choice = choice.copy()
+    m = mask if options is None else mask & options[None, :]
+    free = np.flatnonzero(m.sum(axis=1) > 1)
+    if not len(free):
+        return choice
+    b, e, en, m = problem.limit_bits[free], problem.error[free], problem.energy[free], m[free]
+    rows = np.arange(len(free))
+    all_rows = np.arange(len(choice))
+    used = problem.limit_bits[all_rows, choice].sum()
+    used_e = problem.energy[all_rows, choice].sum()
     while True:
-        used = problem.bits[rows, choice].sum()
-        gain = problem.error[rows, choice][:, None] - problem.error
-        extra = problem.bits - problem.bits[rows, choice][:, None]
-        ok = mask & (extra <= budget - used) & (gain > 0)
+        cur = choice[free]
+        gain = e[rows, cur][:, None] - e
+        extra = b - b[rows, cur][:, None]
+        extra_e = en - en[rows, cur][:, None]
+        ok = m & (extra <= bits - used) & (gain > 0)
+        if energy is not None:
+            ok &= extra_e <= energy - used_e
         if not ok.any():
             return choice
         i, k = np.unravel_index(np.argmax(np.where(ok, gain, -np.inf)), gain.shape)
-        choice[i] = k
+        used += extra[i, k]
+        used_e += extra_e[i, k]
+        choice[free[i]] = k

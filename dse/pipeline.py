@@ -19,12 +19,12 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from dse.allocation import FrontPoint, baselines, build_problem, solve_front
+from dse.allocation import BudgetRow, FrontPoint, baselines, build_problem, solve_front
 from dse.executor import open_executor
 from dse.fit import fit_to_hardware
 from dse.measurement import measure_table
 from dse.output import can_validate, flag_and_filter, output_table, validate
-from dse.scenario import Scenario
+from dse.scenario import Scenario, ScenarioError
 from dse.setup import Tensor, setup
 
 
@@ -38,6 +38,8 @@ class ExploreResult:
     ``rel_mse``, ``sqnr_db``, ``cos_deficit_ppm``, ``act_sse``, ``acos_deficit_ppm``,
     ``second_grid_fraction``, ``sparse_entries``, ``prequantized`` (what ``measurements.csv`` holds)."""
     front: tuple[FrontPoint, ...]
+    budgets: tuple[BudgetRow, ...]
+    """One row per requested budget, ascending: its point, or why there is none."""
     baselines: tuple[FrontPoint, ...]
     """Each candidate applied to every tensor (where it applies to all)."""
     skipped_sources: tuple[str, ...]
@@ -49,19 +51,22 @@ class ExploreResult:
     def front_frame(self, *, uniform: bool = False) -> pd.DataFrame:
         """The front as a table, one row per point, by increasing bpw.
 
-        Columns: ``bpw`` [bit/weight], ``error`` (the scenario's metric, summed over tensors),
+        Columns: ``bpw`` [bit/weight, stored], ``bpw_streamed`` [bit per weight read per token],
+        ``bpw_budgeted`` [bit/weight, what a budget compares with], ``gap`` (proven distance above
+        the optimum, relative), ``error`` (the scenario's metric, summed over tensors),
         ``energy_j_per_token`` [J], ``tokens_per_s`` [1/s, memory-bound], ``bytes_per_token`` [B],
-        ``decode_area_mm2`` [mm²], ``point`` (ilp, hull or uniform), ``budget_bpw`` [bit/weight,
+        ``decode_area_mm2`` [mm²], ``point`` (ilp, ilp-gap, top, hull or uniform), ``budget_bpw`` [bit/weight,
         the requested budget of an ilp point], ``formats`` (candidate: tensor count). With
         ``uniform`` the uniform baselines follow the front.
         """
         points = list(self.front) + (list(self.baselines) if uniform else [])
         return pd.DataFrame([{
-            "bpw": p.bpw, "error": p.error, "energy_j_per_token": p.energy_j_per_token,
+            "bpw": p.bpw, "bpw_streamed": p.bpw_streamed, "bpw_budgeted": p.bpw_budgeted, "gap": p.gap,
+            "error": p.error, "energy_j_per_token": p.energy_j_per_token,
             "tokens_per_s": p.tokens_per_s, "bytes_per_token": p.bytes_per_token,
             "decode_area_mm2": p.decode_area_mm2, "point": p.source, "budget_bpw": p.budget_bpw,
             "formats": dict(Counter(p.assignment.values()).most_common()),
-        } for p in points], columns=["bpw", "error", "energy_j_per_token", "tokens_per_s", "bytes_per_token",
+        } for p in points], columns=["bpw", "bpw_streamed", "bpw_budgeted", "gap", "error", "energy_j_per_token", "tokens_per_s", "bytes_per_token",
                                      "decode_area_mm2", "point", "budget_bpw", "formats"])
 
 
@@ -101,21 +106,43 @@ def explore(s: Scenario, *, jobs: int | None = None, scheduler: str | None = Non
                              on_progress=lambda d, n: on_stage and on_stage("sensitivity", d, n))
     # 3. allocate: the knapsack, its front at every budget, and the uniform baselines, costed by hwcost
     allocation = build_problem(s, built.tensors, table, built.hardware)
-    front = solve_front(s, allocation, built.hardware)
+    front, rows = solve_front(s, allocation, built.hardware)
+    if not any(r.point is not None for r in rows):
+        raise ScenarioError(f"{s.path}: budgets: no requested budget can be met: {rows[0].note}")
     uniform = baselines(s, allocation, built.hardware)
     if not can_validate(s, built.tensors, s.input_path):
-        return ExploreResult(s, built.tensors, table, tuple(front), tuple(uniform), built.skipped_sources,
+        return ExploreResult(s, built.tensors, table, tuple(front), tuple(rows), tuple(uniform), built.skipped_sources,
                              excluded=fitted.excluded)
-    # 4. validate: every requested budget and every uniform format, measured end to end
-    front = [p for p in front if p.budget_bpw is not None]
+    # 4. validate: each requested budget's answer (once, however many budgets share it) and every
+    # uniform format, measured end to end
+    answers: dict[tuple[tuple[str, str], ...], FrontPoint] = {}
+    for r in rows:
+        if r.point is not None:
+            answers.setdefault(_key(r.point), r.point)  # labelled by the lowest budget it answers
+    front = list(answers.values())
     checks = validate(s, built.tensors, front + uniform, s.input_path, jobs=jobs,
                       on_progress=lambda d, n: on_stage and on_stage("validation", d, n))
     flagged, keep = flag_and_filter(front, checks[:len(front)])
     points = [replace(p, validation=v) for p, v in zip(front, flagged)]
     kept = [points[i] for i in keep]
-    return ExploreResult(s, built.tensors, table, tuple(kept),
+    keys = list(answers)
+    validation, exported = dict(zip(keys, flagged)), {keys[i] for i in keep}
+    for j, r in enumerate(rows):
+        if r.point is None:
+            continue
+        k = _key(r.point)
+        v, note = validation[k], r.note
+        if k not in exported:  # measured worse than a cheaper answer: the budget gets no config, and says so
+            cheaper = "a cheaper point" if v.worse_than is None else f"the {v.worse_than:.4f}-bpw point"
+            note = f"{note}; measured worse than {cheaper} end to end: no config"
+        rows[j] = replace(r, point=replace(r.point, validation=v), dominated=k not in exported, note=note)
+    return ExploreResult(s, built.tensors, table, tuple(kept), tuple(rows),
                          tuple(replace(p, validation=v) for p, v in zip(uniform, checks[len(front):])),
                          built.skipped_sources, tuple(p for p in points if p not in kept), fitted.excluded)
+
+
+def _key(p: FrontPoint) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(p.assignment.items()))
 
 
 def bpw_label(bpw: float) -> str:

@@ -23,12 +23,12 @@ from rich.text import Text
 
 from quant import Candidate
 
-NON_TTY_WIDTH = 140
+NON_TTY_WIDTH = 160
 """Columns when stdout is not a terminal and COLUMNS is not set (a log file or a pipe)."""
 
 
 def console() -> Console:
-    """The console subcommands print to: stdout, as wide as COLUMNS, else the terminal, else 140."""
+    """The console subcommands print to: stdout, as wide as COLUMNS, else the terminal, else 160."""
     columns = os.environ.get("COLUMNS", "")
     width = int(columns) if columns.isdigit() and int(columns) > 0 else (
         None if sys.stdout.isatty() else NON_TTY_WIDTH)

@@ -2,8 +2,9 @@
 
 Files (all deterministic: no timestamps, fixed orders, so a rerun gives identical bytes):
 ``pareto.csv``, ``pareto.json``, ``measurements.csv``, ``pareto.png``, a self-contained
-``report.html`` (dse.html), one ``config-<bpw>.yaml`` per requested budget (the assignment
-``dse quantize`` and ``dse export`` consume), ``bits-<bpw>.png`` with ``--show``, and
+``report.html`` (dse.html), one ``config-<budget>.yaml`` per requested budget that has an exported
+point (the assignment ``dse quantize`` and ``dse export`` consume; a budget without one is listed
+in the table and pareto.json with the reason), ``bits-<bpw>.png`` with ``--show``, and
 ``outputs.json``, written last, listing the set with BLAKE2b hashes.
 """
 
@@ -21,7 +22,7 @@ import yaml
 from rich.console import Console
 from rich.text import Text
 
-from dse.allocation import FrontPoint
+from dse.allocation import BudgetRow, FrontPoint
 from dse.atomic import locked, staging_dir, write_atomic
 from dse.html import spread_labels, write_html
 from dse.layers import BitsGrid, bits_grid, plot_bits
@@ -40,7 +41,8 @@ PLOT_VERSION = 3  # bump when plot_front draws differently: a cached plot is the
 
 def point_record(p: FrontPoint) -> dict[str, Any]:
     out = {
-        "bpw": p.bpw, "error": p.error, "energy_j_per_token": p.energy_j_per_token,
+        "bpw": p.bpw, "bpw_streamed": p.bpw_streamed, "bpw_budgeted": p.bpw_budgeted, "error": p.error, "gap": p.gap,
+        "energy_j_per_token": p.energy_j_per_token,
         "tokens_per_s": p.tokens_per_s, "bytes_per_token": p.bytes_per_token,
         "decode_area_mm2": p.decode_area_mm2, "source": p.source, "budget_bpw": p.budget_bpw,
         "formats": dict(sorted(Counter(p.assignment.values()).items())),
@@ -60,6 +62,24 @@ OUTPUTS = "outputs.json"
 """The complete marker: the files of the last complete run with their BLAKE2b, written last."""
 _GENERATED = ("pareto.json", "pareto.csv", "measurements.csv", "pareto.png", ".pareto.png.key", "config-*.yaml",
               "report.html", "bits-*.png")
+
+
+def budget_record(r: BudgetRow) -> dict[str, Any]:
+    """One requested budget: its status, the one-line note, its config, and its point without the
+    assignment."""
+    point = {} if r.point is None else {k: v for k, v in point_record(r.point).items() if k not in ("assignment",
+                                                                                                    "budget_bpw")}
+    return {"budget_bpw": r.budget_bpw, "status": r.status, "note": r.note,
+            "config": config_name(r) if _exported(r) else None, **point}
+
+
+def config_name(r: BudgetRow) -> str:
+    return f"config-{bpw_label(r.budget_bpw)}.yaml"
+
+
+def _exported(r: BudgetRow) -> bool:
+    """A budget gets a config when it has a point that did not measure worse than a cheaper one."""
+    return r.point is not None and not r.dominated
 
 
 def write_outputs(result: ExploreResult, show: FrontPoint | None = None) -> list[Path]:
@@ -99,14 +119,16 @@ def _write_generation(result: ExploreResult, out: Path, previous: Path, show: Fr
     s = result.scenario
     meta = {"scenario": str(s.path), "metric": s.metric, "hardware": s.hardware.label,
             "weights": list(s.weights), "skipped_sources": list(result.skipped_sources),
-            "excluded": list(result.excluded)}
-    pareto = {"meta": meta, "front": [point_record(p) for p in result.front],
+            "excluded": list(result.excluded), "budget_basis": s.budget_basis}
+    pareto = {"meta": meta, "budgets": [budget_record(r) for r in result.budgets],
+              "front": [point_record(p) for p in result.front],
               "dominated": [point_record(p) for p in result.dominated],
               "baselines": [{k: v for k, v in point_record(p).items() if k != "assignment"} | {
                   "candidate": next(iter(p.assignment.values()))} for p in result.baselines]}
     write_atomic(out / "pareto.json", json.dumps(pareto, indent=1, allow_nan=False, default=_json_default) + "\n")
-    columns = ["bpw", "error", "energy_j_per_token", "tokens_per_s", "bytes_per_token", "decode_area_mm2",
-               "source", "budget_bpw"] + (VALIDATION_COLUMNS if _validated(result) else [])
+    columns = ["bpw", "bpw_streamed", "bpw_budgeted", "error", "gap", "energy_j_per_token", "tokens_per_s",
+               "bytes_per_token", "decode_area_mm2", "source", "budget_bpw"]
+    columns += VALIDATION_COLUMNS if _validated(result) else []
     lines = [",".join(columns + ["formats"])]
     for p in result.front:
         r = point_record(p)
@@ -114,10 +136,9 @@ def _write_generation(result: ExploreResult, out: Path, previous: Path, show: Fr
         lines.append(",".join(_csv(r[c]) for c in columns) + f",{formats}")
     write_atomic(out / "pareto.csv", "\n".join(lines) + "\n")
     write_atomic(out / "measurements.csv", result.measurements.to_csv(index=False, float_format="%.9g"))
-    for p in result.front:
-        if not p.source.startswith("ilp"):
-            continue  # configs for the requested budgets; pareto.json has every hull vertex's assignment
-        write_atomic(out / f"config-{bpw_label(p.bpw)}.yaml", yaml.safe_dump(config_document(result, p), sort_keys=False))
+    for r in result.budgets:  # one per requested budget; pareto.json has every hull vertex's assignment
+        if _exported(r):
+            write_atomic(out / config_name(r), yaml.safe_dump(config_document(result, r), sort_keys=False))
     if s.plot:
         plot_front(result, out / "pareto.png", previous / "pareto.png")
     hw = resolve_hardware(s)
@@ -145,9 +166,11 @@ def _plot_key(result: ExploreResult) -> str:
     return content_hash(np.array(data)) + repr([next(iter(p.assignment.values())) for p in result.baselines])
 
 
-def config_document(result: ExploreResult, p: FrontPoint) -> dict[str, Any]:
-    """The exported per-tensor assignment of one front point."""
+def config_document(result: ExploreResult, row: BudgetRow) -> dict[str, Any]:
+    """The exported per-tensor assignment answering one requested budget."""
     s = result.scenario
+    p = row.point
+    assert p is not None
     return {
         "sop_dse_config": CONFIG_VERSION,
         "scenario": str(s.path),
@@ -155,8 +178,14 @@ def config_document(result: ExploreResult, p: FrontPoint) -> dict[str, Any]:
         "activations": s.activations,
         "act_power": s.act_power,
         "bpw": p.bpw,
+        "bpw_streamed": p.bpw_streamed,
         "error": p.error,
         "metric": s.metric,
+        "budget_bpw": row.budget_bpw,
+        "budget_basis": s.budget_basis,
+        "status": row.status,
+        "gap": p.gap,
+        "note": row.note,
         "assignment": dict(sorted(p.assignment.items())),
     }
 
@@ -285,39 +314,49 @@ def print_report(console: Console, result: ExploreResult, hw: Hardware) -> None:
 
 
 def print_front(console: Console, result: ExploreResult, hw: Hardware) -> None:
-    """The front beside the uniform baselines, fitted to the terminal; then the reconstructed grids used."""
+    """One row per requested budget (a point, or why there is none) beside the uniform baselines,
+    fitted to the terminal; then why a budget has no point or config, and the reconstructed grids used."""
+    s = result.scenario
     measured = [Col(f"measured {'1-cos' if 'cos' in _measured_label(result) else 'KL'}")] if _validated(result) else []
-    cols = [Col("bpw [bit]"), Col("error"), *measured, Col("energy [mJ/token]"), Col("tokens/s (bound)"),
+    cols = [Col("budget [bit]"), Col("bpw [bit]"), Col("streamed [bit]", optional=True), Col("error"), *measured,
+            Col("gap", optional=True), Col("energy [mJ/token]"), Col("tokens/s (bound)"),
             Col("decode units", optional=True), Col("decode area [mm2]", optional=True), Col("point", "name", optional=True),
             Col("formats used", "list")]
     front, uniform = front_rows(result, hw, limit=3 if console.width < 160 else 6)
-    console.print(fit_table(console, f"Pareto front: {result.scenario.path.name} "
-                            f"({_metric_label(result.scenario.metric)})", cols, front + uniform, [len(front)]))
-    used = {name for p in (*result.front, *result.baselines) for name in p.assignment.values()}
+    console.print(fit_table(console, f"Pareto front: {s.path.name} ({_metric_label(s.metric)}; budgets on "
+                            f"{s.budget_basis} bits)", cols, front + uniform, [len(front)]))
+    console.print(Text(f"gap: each answer's proven distance above the optimum (solver.gap_rel {s.solver_gap_rel:g})"))
+    for r in result.budgets:  # what the table cannot say in a cell: why a budget has no point or config
+        if r.status != "optimal" or r.dominated:
+            console.print(Text(f"budget {r.budget_bpw:g}: {r.note}"))
+    shown = [*result.front, *(r.point for r in result.budgets if r.point is not None), *result.baselines]
+    used = {name for p in shown for name in p.assignment.values()}
     for line in placeholder_lines(parse_candidate(name) for name in sorted(used)):
         console.print(Text(line))
 
 
 def front_rows(result: ExploreResult, hw: Hardware, limit: int = 3) -> tuple[list[list[str]], list[list[str]]]:
-    """The cells :func:`print_front` prints: the front's points at requested budgets (with the
-    dominated ones when validated), and the uniform baselines (bpw, error, [measured,] mJ/token,
-    tokens/s, decode units, area, point, formats: the ``limit`` most used)."""
+    """The cells :func:`print_front` prints: one row per requested budget (budget, bpw, streamed,
+    error, [measured,] gap, mJ/token, tokens/s, decode units, area, point, formats: the ``limit``
+    most used), and the uniform baselines."""
     validated = _validated(result)
-    front = []
-    for p in sorted(result.front + result.dominated, key=lambda p: p.bpw):
-        if not p.source.startswith("ilp"):
-            continue  # hull vertices between budgets are in pareto.csv and the plot
-        point = p.source
-        if p in result.dominated:  # measured worse than a cheaper point: not exported
-            worse = p.validation.worse_than if p.validation else None
+    rows = []
+    for r in result.budgets:
+        if r.point is None:
+            rows.append([f"{r.budget_bpw:g}", *["-"] * (9 if validated else 8), r.status, ""])
+            continue  # the note below the table says why
+        point = r.status
+        if r.dominated:  # measured worse than a cheaper point: no config
+            worse = r.point.validation.worse_than if r.point.validation else None
             point = "dominated" if worse is None else f"dominated (worse than {worse:.4f})"
-        front.append(_front_row(p, hw, point, _formats(p, limit), validated))
+        rows.append(_front_row(r.point, hw, f"{r.budget_bpw:g}", f"{r.point.gap:.1e}", point, _formats(r.point, limit),
+                               validated))
     uniform = []
     for p in result.baselines:
         name = uniform_name(p)
         found = aliases.aliases_of(name)
-        uniform.append(_front_row(p, hw, "uniform", name + (f" (= {found[0]})" if found else ""), validated))
-    return front, uniform
+        uniform.append(_front_row(p, hw, "", "", "uniform", name + (f" (= {found[0]})" if found else ""), validated))
+    return rows, uniform
 
 
 def _formats(p: FrontPoint, limit: int) -> str:
@@ -326,10 +365,12 @@ def _formats(p: FrontPoint, limit: int) -> str:
     return ", ".join(shown + ([f"+{len(common) - limit} more"] if len(common) > limit else []))
 
 
-def _front_row(p: FrontPoint, hw: Hardware, kind: str, formats: str, validated: bool) -> list[str]:
+def _front_row(p: FrontPoint, hw: Hardware, budget: str, gap: str, point: str, formats: str,
+               validated: bool) -> list[str]:
     measured = [fmt_measured(p)] if validated else []
-    return [f"{p.bpw:.4f}", fixed(p.error), *measured, f"{p.energy_j_per_token * 1e3:.4f}", f"{p.tokens_per_s:,.0f}",
-            str(len(decode_units(p, hw))), f"{p.decode_area_mm2:.4f}", kind, formats]
+    return [budget, f"{p.bpw:.4f}", f"{p.bpw_streamed:.4f}", fixed(p.error), *measured, gap,
+            f"{p.energy_j_per_token * 1e3:.4f}", f"{p.tokens_per_s:,.0f}", str(len(decode_units(p, hw))),
+            f"{p.decode_area_mm2:.4f}", point, formats]
 
 
 def print_assignment(console: Console, result: ExploreResult, point: FrontPoint) -> None:

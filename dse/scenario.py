@@ -87,6 +87,9 @@ class BpwRange(_Strict):
 
 class BudgetsSection(_Strict):
     bpw: list[float] | None = Field(default=None, description="bit budgets in bits per weight")
+    basis: Literal["stored", "streamed"] = Field(
+        default="stored", description="what a budget limits: the bits stored (capacity) or the bits read per "
+                                      "decode token (an embedding is read one row per token)")
     bpw_range: BpwRange | None = None
     energy_j_per_token_max: float | None = Field(default=None, gt=0)
     decode_area_mm2_max: float | None = Field(default=None, gt=0)
@@ -111,8 +114,12 @@ class OutputSection(_Strict):
 
 
 class SolverSection(_Strict):
-    backend: Literal["cbc", "highs"] = "cbc"
-    time_limit_s: float = Field(default=60.0, gt=0)
+    backend: Literal["highs", "cbc"] = Field(default="highs", description="MIP solver: HiGHS (highspy) or "
+                                                                          "PuLP's bundled CBC")
+    time_limit_s: float = Field(default=20.0, gt=0, description="per budget; then the best answer is kept "
+                                                               "with its proven gap")
+    gap_rel: float = Field(default=1e-4, ge=0, lt=1, description="a budget is solved when its answer is "
+                                                                "proven this close to optimal (relative)")
 
 
 class ExecutorSection(_Strict):
@@ -172,6 +179,7 @@ class Scenario:
     metric: str
     output_errors: str
     budgets_bpw: tuple[float, ...]
+    budget_basis: str
     energy_j_per_token_max: float | None
     decode_area_mm2_max: float | None
     groups: tuple[tuple[str, ...], ...]
@@ -181,6 +189,7 @@ class Scenario:
     cache_dir: Path
     solver_backend: str
     solver_time_limit_s: float
+    solver_gap_rel: float
     scheduler: str | None = None
     """Where measurement runs: None (local processes), 'local' (a Dask LocalCluster) or a Dask
     scheduler address (``executor.scheduler``; ``--scheduler`` overrides it)."""
@@ -284,12 +293,13 @@ def parse(raw: Any, origin: str | Path, *, out: str | None = None) -> tuple[Scen
         hardware=HardwareSpec(hw.preset, hw.file, dict(hw.fields), hw.lut_sram_bits_per_layer) if hw
         else HardwareSpec(None, None),
         metric=objective.metric, output_errors=objective.output_errors, budgets_bpw=tuple(sorted(set(bpw))),
+        budget_basis=budgets.basis if budgets else "stored",
         energy_j_per_token_max=budgets.energy_j_per_token_max if budgets else None,
         decode_area_mm2_max=budgets.decode_area_mm2_max if budgets else None,
         groups=tuple(tuple(g) for g in values["groups"]), output_dir=out_dir, plot=output.plot,
         validate=output.validation if output.validation is not None else objective.metric == "output",
         cache_dir=_output_path(path.parent, output.cache_dir) if output.cache_dir else out_dir.parent / ".dse-cache",
-        solver_backend=solver.backend, solver_time_limit_s=solver.time_limit_s,
+        solver_backend=solver.backend, solver_time_limit_s=solver.time_limit_s, solver_gap_rel=solver.gap_rel,
         scheduler=values["executor"].scheduler,
     )
     return scenario, problems, frozenset(broken)

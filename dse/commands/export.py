@@ -12,7 +12,7 @@ from dse.export import export_fakequant, write_llama_cpp
 from dse.render import console
 
 EXAMPLES = """examples:
-  dse export out/edge/config-4.4998.yaml --to fakequant --out fakequant/edge-4.5
+  dse export out/edge/config-4.5000.yaml --to fakequant --out fakequant/edge-4.5
   dse export out/gguf-types/config-6.0000.yaml --to llama.cpp --out llama/minilm-6.0
 """
 

@@ -15,7 +15,7 @@ from dse.render import console, fixed, print_json
 
 def register(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("quantize", help="quantize and bit-pack the weights of a config written by dse explore",
-                       epilog="example:\n  dse quantize out/edge/config-4.4998.yaml --out packed/edge-4.5",
+                       epilog="example:\n  dse quantize out/edge/config-4.5000.yaml --out packed/edge-4.5",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("config", help="a config-*.yaml written by dse explore")
     q.add_argument("--weights", default=None, metavar="SOURCE",

@@ -40,22 +40,22 @@ def _explore(tmp_path: Path, scenario: str) -> dse.ExploreResult:
 
 
 def test_edge_front_and_uniform_rows_match_readme(tmp_path):
-    """README's edge.yaml excerpt (output objective, validated): five front points with their
-    predicted and measured output error, and the uniform rows it shows."""
+    """README's edge.yaml excerpt (output objective, validated): the budget rows it shows with their
+    predicted and measured output error, and the uniform rows."""
     result = _explore(tmp_path, "edge.yaml")
     front, uniform = front_rows(result, resolve_hardware(result.scenario))
     table = _block_after("### Example: `dse explore scenarios/edge.yaml` (measured)")
     rows = [[c.strip() for c in line.strip("│").split("│")] for line in table.splitlines() if line.startswith("│")]
-    printed = [r for r in rows if len(r) == 9 and re.fullmatch(r"\d\.\d{4}", r[0])]
-    assert len(printed) == 12
-    for row in printed:  # bpw, error, measured, mJ/token, tokens/s, decode units, area, point, formats
-        ours = front if row[7] == "ilp" else uniform
-        match = [o for o in ours if o[0] == row[0] and o[7] == row[7] and (row[7] == "ilp" or o[8] == row[8])]
+    printed = [r for r in rows if len(r) == 12 and re.fullmatch(r"\d\.\d{4}", r[1])]  # not wrapped lines
+    assert len(printed) == 13
+    for row in printed:  # budget, bpw, streamed, error, measured, gap, mJ/token, tokens/s, units, area, point, formats
+        ours = front if row[0] else uniform
+        match = [o for o in ours if o[0] == row[0] and o[10] == row[10] and (row[0] or o[11] == row[11])]
         assert len(match) == 1, row
-        assert list(match[0][:8]) == row[:8]
-        assert match[0][8].startswith(row[8].removesuffix(", ...")), (match[0][8], row[8])
-    assert {r[0] for r in printed if r[7] == "ilp"} == {"4.4998", "4.6000", "4.9998", "5.4989", "6.3709"}
-    assert len([r for r in printed if r[7] == "uniform"]) == 7  # an excerpt of the 12 uniform rows
+        assert list(match[0][:11]) == row[:11]
+        assert match[0][11].startswith(row[11].removesuffix(", ...")), (match[0][11], row[11])
+    assert {r[0] for r in printed if r[0]} == {"4.5", "4.6", "5", "5.5", "6.4", "6.5"}
+    assert len([r for r in printed if r[10] == "uniform"]) == 7  # an excerpt of the 12 uniform rows
 
 
 def test_paper_ratio_matches_readme(tmp_path):

@@ -299,17 +299,16 @@ def _outputs(directory: Path) -> dict[str, bytes]:
 
 def _consistent(out: Path) -> list[float]:
     """The output set is one run's: outputs.json lists exactly the files there, with their hashes,
-    and the configs are pareto.json's ILP points. Returns the run's budgets."""
+    and the configs are the ones pareto.json's budgets name. Returns the run's budgets."""
     from dse.packing import file_hash
 
     marker = json.loads((out / "outputs.json").read_text())
     present = {n: b for n, b in _outputs(out).items() if n != "outputs.json"}
     assert {n: file_hash(b) for n, b in present.items()} == marker["files"]
-    front = json.loads(present["pareto.json"])["front"]
-    budgets = sorted({p["budget_bpw"] for p in front if p["budget_bpw"] is not None})
+    rows = json.loads(present["pareto.json"])["budgets"]
+    budgets = [r["budget_bpw"] for r in rows]
     assert budgets == marker["budgets_bpw"]
-    configs = {n for n in present if n.startswith("config-")}
-    assert len(configs) == len({p["bpw"] for p in front if p["source"].startswith("ilp")})
+    assert {n for n in present if n.startswith("config-")} == {r["config"] for r in rows if r["config"]}
     return budgets
 
 
@@ -409,7 +408,8 @@ def test_a_resealed_edited_solution_is_rechecked(tmp_path, capsys):
     clean = _explore(scenario)
     (path,) = _entries(tmp_path, "solutions")
     entry = json.loads(path.read_text())
-    body = [[label, *[1] * len(choice)] for label, *choice in entry["body"]]  # E2M3sUE4M4 everywhere: 6.5 bpw
+    point = entry["body"][0]["point"]
+    body = [dict(entry["body"][0], point=[point[0], *[1] * (len(point) - 1)])]  # E2M3sUE4M4 everywhere: 6.5 bpw
     path.write_text(_sealed(entry["key"], body))
     assert _explore(scenario) == clean
 

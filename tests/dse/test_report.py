@@ -141,7 +141,7 @@ def test_measure_aliases_include_and_totals_only_json(capsys):
     assert rows[0]["numel"] == 3 * 384 * 384
     assert main(["measure", "NVFP4", "--weights", "minilm", "--include", r"layer\.0\.attention\.self"]) == 0
     out = capsys.readouterr().out
-    assert "NVFP4 = E2M1sE4M3" in out and "L0.q" not in out  # 140 columns: full names
+    assert "NVFP4 = E2M1sE4M3" in out and "L0.q" not in out  # 160 columns: full names
     assert main(["measure", "NVFP4", "--weights", "minilm", "--include", "("]) == 2
     assert "--include '(': not a regular expression" in capsys.readouterr().err
 
