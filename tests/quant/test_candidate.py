@@ -30,10 +30,11 @@ def candidate_names(draw) -> str:
     if scale in WIDE:
         opts = [o for o in opts if o not in ("tfp32", "tpot")]
     atoms = draw(st.sampled_from(ATOMS))
-    if "|" in atoms and block != "@layer":
+    grids = {"SFP4": "E2M1|E2M1~0.25|E2M1~-0.25"}.get(atoms, atoms).split("|")  # SFP4 names a grid set
+    if len(grids) > 1 and block != "@layer":
         opts.append("selbit")
-    elif "|" in atoms:
-        atoms = atoms.split("|")[0]
+    elif len(grids) > 1:  # a set picks a grid per block: no sets with one scale per layer
+        atoms = grids[0]
     opts += [o for o in (draw(st.sampled_from(["", "aw"])), draw(st.sampled_from(["", "lut=E4M3", "lut=E5M2"]))) if o]
     corrections = draw(st.lists(st.sampled_from(["+res(0.5%)", "+res(1.25%,24)"]), max_size=1))
     if block in ("", "@16", "@32", "@64"):  # smaller blocks cannot reach these OPQ thresholds
