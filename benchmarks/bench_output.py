@@ -40,7 +40,8 @@ BUDGETS = [4.5, 5.0, 5.5, 6.0]
 def run(path: Path, work: Path, cache: Path, metric: str, budgets: list[float] | None) -> tuple:
     doc = yaml.safe_load(path.read_text())
     doc["objective"] = {"metric": metric}
-    doc["output"] = {"dir": str(work / f"out-{metric}"), "cache_dir": str(cache), "plot": False}
+    # validation on for both objectives: it is on by default only with metric output
+    doc["output"] = {"dir": str(work / f"out-{metric}"), "cache_dir": str(cache), "plot": False, "validation": True}
     if budgets is not None:
         doc["budgets"] = {"bpw": budgets}
     scenario = work / f"{path.stem}-{metric}.yaml"
