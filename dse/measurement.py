@@ -227,7 +227,7 @@ def measure_table(s: Scenario, built: Setup, executor: Executor,
         found[t.name] = hits
         missing = [n for n in wanted if n not in hits]
         if missing or not trusted:
-            jobs.append((spec, t.source_name, t.fingerprint, wanted, act, s.sample_fraction, guess, sorted(hits)))
+            jobs.append((spec, t.source_name, wanted, act, s.sample_fraction, guess, sorted(hits)))
             job_tensor.append((t, spec, guess, act_hash))
         elif on_tensor:
             on_tensor(t)
@@ -274,21 +274,17 @@ def sample_key(fingerprint: str, shape: tuple[int, int], fraction: float) -> str
     return content_hash(np.frombuffer(f"{fingerprint}|{shape}|{fraction}".encode(), np.uint8))
 
 
-def measure_job(spec: str, source_name: str, fingerprint: str, candidates: Sequence[str], act: np.ndarray | None,
+def measure_job(spec: str, source_name: str, candidates: Sequence[str], act: np.ndarray | None,
                 sample_fraction: float | None, guess: str | None,
                 cached: Sequence[str]) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
     """One tensor's measurement job (runs in a worker process, local or on a Dask cluster).
 
-    Opens the source itself (again when the one it holds predates a change to the file: its
-    ``fingerprint`` differs from the client's) and reads the one tensor. ``cached`` candidates are
+    Opens the source itself (:func:`open_source_cached`) and reads the one tensor. ``cached`` candidates are
     skipped when the tensor's hash equals ``guess`` (the client holds their results); otherwise
     every candidate is measured. A sampled tensor's hash is the client's ``guess`` (its sample
     key). Returns the tensor's cache hash and the fresh (candidate, ErrorStats fields) pairs.
     """
     source = open_source_cached(spec)
-    if source.fingerprint(source_name) != fingerprint:
-        open_source_cached.cache_clear()
-        source = open_source_cached(spec)
     info = next(i for i in source.infos() if i.name == source_name)
     w = None
     if sample_fraction is None:
@@ -303,9 +299,19 @@ def measure_job(spec: str, source_name: str, fingerprint: str, candidates: Seque
     return tensor_hash, [(n, stats.__dict__) for n, (stats, _) in zip(missing, fresh, strict=True)]
 
 
-@functools.lru_cache(maxsize=4)
 def open_source_cached(spec: str, shape: tuple[int, int] = (4096, 4096), seed: int = 0) -> WeightSource:
-    """A worker process measures many tensors of one source: open it (parse its header) once."""
+    """A worker process measures many tensors of one source: open it (parse its header) once,
+    and again only when a file it read has changed since (a re-stat per call, nothing read), so
+    that no job of a long-lived worker reads a stale header against rewritten data."""
+    source = _opened(spec, shape, seed)
+    if source.changed():
+        _opened.cache_clear()
+        source = _opened(spec, shape, seed)
+    return source
+
+
+@functools.lru_cache(maxsize=4)
+def _opened(spec: str, shape: tuple[int, int], seed: int) -> WeightSource:
     return open_source(spec, shape=shape, seed=seed)
 
 

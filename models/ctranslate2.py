@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import SourceError
-from models.source import TensorInfo, bf16_to_float32, file_stamp
+from models.source import TensorInfo, bf16_to_float32, file_stamp, stamps_changed
 
 # CTranslate2 DataType enum: 0 float32, 1 int8, 2 int16, 3 int32, 4 float16, 5 bfloat16
 _DTYPES: dict[int, tuple[str, np.dtype[Any]]] = {
@@ -60,7 +60,7 @@ class CTranslate2Source:
 
     def __init__(self, parts: Sequence[Path], label: str | None = None) -> None:
         self.parts = _Parts(parts)
-        self._stamp = file_stamp(*parts)  # as read: see fingerprint()
+        self._stamps = {part: file_stamp(part) for part in parts}  # as read: see fingerprint()
         self.label = label or str(parts[0])
         self._where: dict[str, tuple[int, tuple[int, int], int]] = {}
         self._infos: list[TensorInfo] = []
@@ -112,7 +112,10 @@ class CTranslate2Source:
         return list(self._infos)
 
     def fingerprint(self, name: str) -> str:
-        return f"ctranslate2|{name}|{self._found(name)}|{self._stamp}"
+        return f"ctranslate2|{name}|{self._found(name)}|{';'.join(self._stamps.values())}"
+
+    def changed(self) -> bool:
+        return stamps_changed(self._stamps)
 
     def _found(self, name: str) -> tuple[int, tuple[int, int], int]:
         found = self._where.get(name)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import SourceError
-from models.source import TensorInfo, file_stamp
+from models.source import TensorInfo, file_stamp, stamps_changed
 
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16", "F64"})
 
@@ -61,7 +61,7 @@ class GGUFSource:
     def __init__(self, path: Path, label: str | None = None) -> None:
         self.path = path
         self.label = label or str(path)
-        self._stamp = file_stamp(path)  # as read: see fingerprint()
+        self._stamps = {path: file_stamp(path)}  # as read: see fingerprint()
         reader = open_gguf_reader(path)
         self._where: dict[str, tuple[Any, int | None]] = {}
         self._infos: list[TensorInfo] = []
@@ -85,7 +85,10 @@ class GGUFSource:
 
     def fingerprint(self, name: str) -> str:
         tensor, expert = self._found(name)
-        return f"gguf|{name}|{tensor.data_offset}|{expert}|{self._stamp}"
+        return f"gguf|{name}|{tensor.data_offset}|{expert}|{self._stamps[self.path]}"
+
+    def changed(self) -> bool:
+        return stamps_changed(self._stamps)
 
     def _found(self, name: str) -> tuple[Any, int | None]:
         found = self._where.get(name)

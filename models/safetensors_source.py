@@ -24,7 +24,7 @@ from models import fp8, layouts
 from models.errors import SourceError
 from models.fp8 import FP8_DTYPES
 from models.layouts import Layout
-from models.source import TensorInfo, bf16_to_float32, file_stamp
+from models.source import TensorInfo, bf16_to_float32, file_stamp, stamps_changed
 
 _ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 """Float dtypes read from safetensors, with their size in bytes."""
@@ -141,6 +141,9 @@ class SafetensorsSource:
         m = self._matrix(name)
         stamps = self._stamps[m.file] + ("" if m.scale is None else ";" + self._stamps[m.scale[0]])
         return f"safetensors|{name}|{m.entry}|{m.layout}|{m.scale}|{self._block}|{stamps}"
+
+    def changed(self) -> bool:
+        return stamps_changed(self._stamps)
 
     def load(self, name: str) -> np.ndarray:
         m = self._matrix(name)

@@ -9,6 +9,7 @@ measurement (:mod:`models.sampling`) then never holds a whole tensor.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -51,15 +52,26 @@ class WeightSource(Protocol):
         nothing; any other fingerprint sends the tensor to be read and hashed."""
         ...
 
+    def changed(self) -> bool:
+        """True when a file this source read when it was opened has since been rewritten,
+        replaced or removed (found by re-stat, nothing read): the source no longer reads what
+        its fingerprints promise, and must be opened again."""
+        ...
 
-def file_stamp(*paths: Path) -> str:
-    """Resolved path, size, modification time [ns] and inode of each file: one of them changes
-    whenever a file is rewritten or replaced (the rule git's index and make rely on)."""
-    stamps = []
-    for path in paths:
-        st = os.stat(path)
-        stamps.append(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}")
-    return ";".join(stamps)
+
+def file_stamp(path: Path) -> str:
+    """Resolved path, size, modification time [ns] and inode of a file: one of them changes
+    whenever the file is rewritten or replaced (the rule git's index and make rely on)."""
+    st = os.stat(path)
+    return f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+
+
+def stamps_changed(stamps: Mapping[Path, str]) -> bool:
+    """True when any file's :func:`file_stamp` differs from ``stamps[file]`` or the file is gone."""
+    try:
+        return any(file_stamp(path) != stamp for path, stamp in stamps.items())
+    except OSError:
+        return True
 
 
 @runtime_checkable

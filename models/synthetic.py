@@ -169,6 +169,10 @@ class SyntheticSource:
         """The generator's inputs: version, kind, seed, name, role and shape."""
         return f"synthetic|{GENERATOR_VERSION}|{self.kind}|{self.seed}|{self._tensor(name)}"
 
+    def changed(self) -> bool:
+        """Never: generated from the seed, no file behind it."""
+        return False
+
     def absmax_row(self, name: str) -> int:
         """Row holding the tensor's largest |w| (known from the plan, nothing generated)."""
         return self._plan(name).absmax_row

@@ -12,7 +12,7 @@ import pandas as pd
 from safetensors.numpy import save_file
 
 from dse.executor import InProcess
-from dse.measurement import measure_table
+from dse.measurement import measure_table, open_source_cached
 from dse.scenario import scenario_from_dict
 from dse.setup import setup
 from models.sources import open_source
@@ -105,3 +105,21 @@ def test_fingerprints_stamp_the_file_as_opened(tmp_path):
     name = synthetic.infos()[0].name
     assert synthetic.fingerprint(name) == open_source("llama-3.2-1b:synthetic").fingerprint(name)
     assert synthetic.fingerprint(name) != open_source("llama-3.2-1b:synthetic", seed=1).fingerprint(name)
+
+
+def test_a_worker_reopens_a_source_whose_file_changed(tmp_path):
+    """Every job of a long-lived worker (explore, dse measure, dse quantize) reads what is on disk."""
+    path = tmp_path / "w.safetensors"
+    write_weights(path, seed=0)
+    first = open_source_cached(str(path))
+    assert open_source_cached(str(path)) is first  # unchanged: the header is parsed once
+    old = first.load("a.weight")
+    write_weights(path, seed=1)
+    assert first.changed()
+    again = open_source_cached(str(path))
+    assert again is not first and not again.changed()
+    np.testing.assert_array_equal(again.load("a.weight"), open_source(str(path)).load("a.weight"))
+    assert not np.array_equal(again.load("a.weight"), old)
+    path.unlink()
+    assert again.changed()  # a removed file is a change too
+    assert not open_source("llama-3.2-1b:synthetic").changed()
