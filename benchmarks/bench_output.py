@@ -71,14 +71,22 @@ def bench(model: str, cache: Path, console: Console) -> None:
     scale, unit = (1e6, "1-cos [ppm]") if model == "minilm" else (1.0, "KL [nats/token]")
     t = table(f"{model}: measured held-out output error, output vs sse objective",
               ["budget [bpw]", f"output: {unit}", f"sse: {unit}", "change"], left=0)
+
+    def shown(point) -> str:  # the error, and a decoder's perplexity on the held-out text
+        v = point.validation
+        return f"{v.measured * scale:,.4g}" + ("" if v.perplexity is None else f" (ppl {v.perplexity:.1f})")
+
     for b in BUDGETS:
-        o, s = at_budget(out, b).validation.measured, at_budget(sse, b).validation.measured
-        t.add_row(f"{b:.1f}", f"{o * scale:,.4g}", f"{s * scale:,.4g}", f"{(o / s - 1) * 100:+.0f} %")
+        o, s = at_budget(out, b), at_budget(sse, b)
+        change = o.validation.measured / s.validation.measured - 1
+        t.add_row(f"{b:.1f}", shown(o), shown(s), f"{change * 100:+.0f} %")
     uniform = [p for p in out.baselines if p.bpw <= 4.5001]
     best = min(uniform, key=lambda p: p.validation.measured)
-    o45 = at_budget(out, 4.5).validation.measured
-    t.add_row("4.5 vs uniform", f"{o45 * scale:,.4g}", f"{best.validation.measured * scale:,.4g} "
-              f"({next(iter(best.assignment.values()))})", f"{(o45 / best.validation.measured - 1) * 100:+.0f} %")
+    o45 = at_budget(out, 4.5)
+    t.add_row("4.5 vs uniform", shown(o45), f"{shown(best)} ({next(iter(best.assignment.values()))})",
+              f"{(o45.validation.measured / best.validation.measured - 1) * 100:+.0f} %")
+    if o45.validation.reference_perplexity is not None:
+        t.add_row("unquantized", "", f"(ppl {o45.validation.reference_perplexity:.2f})", "")
     console.print(t)
     checked = list(out.front) + list(out.dominated) + list(out.baselines)
     rho = spearmanr([p.error for p in checked], [p.validation.measured for p in checked]).statistic
@@ -87,11 +95,12 @@ def bench(model: str, cache: Path, console: Console) -> None:
     s = table(f"{model}: prediction and cost", ["quantity", "value"], left=1)
     s.add_row("Spearman(predicted, measured), front + uniform", f"{rho:.4f} over {len(checked)} points")
     s.add_row("measured error rises along the front", f"{rises} of {len(path) - 1} steps")
-    s.add_row("sensitivity, cold [s]", f"{times.get('sensitivity', 0.0):.1f}")
-    s.add_row("sensitivity, cached [s]", f"{cached.get('sensitivity', 0.0):.2f}")
-    s.add_row("validation, cold [s]", f"{times.get('validation', 0.0):.1f} for "
+    # units go with the values: rich would read a "[s]" in a cell as markup
+    s.add_row("sensitivity, cold", f"{times.get('sensitivity', 0.0):.1f} s")
+    s.add_row("sensitivity, cached", f"{cached.get('sensitivity', 0.0):.2f} s")
+    s.add_row("validation, cold", f"{times.get('validation', 0.0):.1f} s for "
               f"{len(path) + len(out.baselines)} points")
-    s.add_row("explore total, cold / cached [s]", f"{times['total']:.1f} / {cached['total']:.1f}")
+    s.add_row("explore total, cold / cached", f"{times['total']:.1f} s / {cached['total']:.1f} s")
     console.print(s)
 
 
