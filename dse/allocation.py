@@ -4,7 +4,7 @@
 groups of tensors that share a format); :func:`solve_front` answers every requested budget (a
 point, or why there is none) and adds the Lagrangian hull vertices between them;
 :func:`baselines` applies each candidate uniformly.
-Every point is priced by :func:`hwcost.model_cost`.
+Every point is priced by :mod:`hwcost` (:func:`hwcost.combined_cost` of its pairs' tensor costs).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dse.pareto import hull_points, lagrangian_hull, pareto_points
 from dse.problem import Point, Problem
 from dse.scenario import Scenario, ScenarioError
 from dse.setup import Tensor
-from hwcost import Hardware, datapath, model_cost, tensor_cost
+from hwcost import Hardware, TensorCost, combined_cost, datapath, tensor_cost
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,8 @@ class Allocation:
     problem: Problem
     members: list[list[Tensor]]
     """Tensors of each item."""
+    costs: dict[tuple[str, str], TensorCost]
+    """hwcost.tensor_cost of each (tensor, candidate) pair, priced once for every point."""
 
 
 def _items(s: Scenario, tensors: Sequence[Tensor]) -> list[tuple[str, list[Tensor]]]:
@@ -146,7 +148,7 @@ def build_problem(s: Scenario, tensors: Sequence[Tensor], table: pd.DataFrame, h
                       tuple(units), area, budget_bits=limit,
                       budget_numel=float(streamed_numel.sum()) if s.budget_basis == "streamed" else None,
                       streamed=streamed, streamed_numel=streamed_numel)
-    return Allocation(problem, [ms for _, ms in items])
+    return Allocation(problem, [ms for _, ms in items], costs)
 
 
 def front_point(s: Scenario, allocation: Allocation, point: Point, hw: Hardware, budget: float | None,
@@ -154,7 +156,7 @@ def front_point(s: Scenario, allocation: Allocation, point: Point, hw: Hardware,
     """A solved point with its model-level cost (hwcost.model_cost of its assignment)."""
     by_name = {c.name: c for c in s.candidates}
     chosen = [(t, allocation.problem.options[k]) for k, ms in zip(point.choice, allocation.members) for t in ms]
-    cost = model_cost([(t.weight_tensor(), by_name[c]) for t, c in chosen], hw)
+    cost = combined_cost([allocation.costs[t.name, c] for t, c in chosen], [by_name[c] for _, c in chosen], hw)
     return FrontPoint(point.bpw, point.bpw_streamed, point.budget_bpw, point.error, cost.energy_j_per_token,
                       cost.tokens_per_s, cost.bytes_per_token, cost.decode_area_mm2, point.source, budget,
                       {t.name: c for t, c in chosen}, gap)

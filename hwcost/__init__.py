@@ -18,12 +18,12 @@ from hwcost.errors import HardwareError
 from hwcost.explain import ExplainRow, explain
 from hwcost.hardware import Hardware, hardware_from_mapping, load_hardware, preset
 from hwcost.memory import MEMORY_PRESETS, OffChipMemory, WeightTraffic
-from hwcost.model import ModelCost, TensorCost, WeightTensor, model_cost, shared_area, tensor_cost, weight_tensors
+from hwcost.model import ModelCost, TensorCost, WeightTensor, combined_cost, model_cost, shared_area, tensor_cost, weight_tensors
 from hwcost.node import Technology
 
 __all__ = [
     "MEMORY_PRESETS", "AreaItem", "CandidateCost", "Datapath", "DecodePath", "EnergySplit", "ExplainRow",
     "Hardware", "HardwareError", "ModelCost", "OffChipMemory", "Technology", "TensorCost", "WeightTensor",
     "WeightTraffic", "candidate_cost", "datapath", "decode_paths", "explain", "hardware_from_mapping",
-    "load_hardware", "model_cost", "preset", "shared_area", "tensor_cost", "weight_tensors",
+    "load_hardware", "combined_cost", "model_cost", "preset", "shared_area", "tensor_cost", "weight_tensors",
 ]

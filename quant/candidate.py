@@ -33,6 +33,7 @@ Examples: ``E2M3sUE4M4``, ``E2M1sE4M3@16`` (NVFP4-like), ``E2M1sUE8M0@32`` (MXFP
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -226,7 +227,7 @@ class Candidate:
         free = 1 if self.selection in (Selection.SIGN, Selection.META) else 0
         return max(self.selection_bits - free, 0)
 
-    @property
+    @functools.cached_property  # frozen: computed once; explorers ask for it per tensor and point
     def name(self) -> str:
         core = _grids_name(self.atoms) + f"s{self.scale.name}"
         if self.block_size is None:

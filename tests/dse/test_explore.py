@@ -231,3 +231,10 @@ def test_a_killed_run_resumes_to_identical_files(tmp_path):
             a, b = (x.replace(str(d).encode(), b"") for x, d in ((a, first), (b, clean)))
         assert a == b, name
     assert not [p for p in cache.rglob(".tmp-*")]
+
+
+def test_configs_are_written_as_pyyaml_itself_writes_them(explored):
+    """The configs go through libyaml's emitter for speed: the text must be PyYAML's own."""
+    for path in explored.glob("config-*.yaml"):
+        text = path.read_text()
+        assert text == yaml.safe_dump(yaml.safe_load(text), sort_keys=False)
