@@ -295,6 +295,8 @@ def load_hf(directory: Path, label: str | None = None) -> LlamaModel:
     if arch is None:
         raise SourceError(f"{directory}/config.json: architectures {archs} has no forward pass here; "
                           f"supported: {', '.join(SUPPORTED_HF)}")
+    # transformers >= 5 writes rope_theta (and the scaling type) under rope_parameters, 4.x at top level
+    rope = cfg.get("rope_parameters") or {}
     try:
         hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
         config = LlamaConfig(
@@ -302,13 +304,13 @@ def load_hf(directory: Path, label: str | None = None) -> LlamaModel:
             kv_heads=int(cfg.get("num_key_value_heads") or heads),
             head_dim=int(cfg.get("head_dim") or hidden // heads), ffn=int(cfg["intermediate_size"]),
             vocab=int(cfg["vocab_size"]), rms_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-            rope_theta=float(cfg.get("rope_theta", 10000.0)), rope_interleaved=False,
+            rope_theta=float(cfg.get("rope_theta") or rope.get("rope_theta") or 10000.0), rope_interleaved=False,
         )
     except (KeyError, TypeError, ValueError) as err:
         raise SourceError(f"{directory}/config.json: field {err} missing or invalid") from None
-    if cfg.get("rope_scaling"):
-        raise SourceError(f"{directory}/config.json: rope_scaling {cfg['rope_scaling']} is not supported "
-                          "(plain RoPE only)")
+    if cfg.get("rope_scaling") or rope.get("rope_type", "default") != "default":
+        raise SourceError(f"{directory}/config.json: rope scaling {cfg.get('rope_scaling') or rope} is not "
+                          "supported (plain RoPE only)")
     source = SafetensorsSource(directory)
     weights = {info.name: source.load(info.name) for info in source.infos()}
     weights.update(_safetensors_vectors(directory))
