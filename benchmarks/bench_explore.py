@@ -66,7 +66,7 @@ def main() -> None:
             warm = timed_explore(scenario, root / "out")
             goal = f"cold <= {cold_goal:.0f} s" if cold_goal else f"warm <= {WARM_GOAL_1B_S:.0f} s"
             out.add_row(label, *cold, *warm, goal)
-    Console().print(out)
+    Console(width=120).print(out)
 
 
 if __name__ == "__main__":

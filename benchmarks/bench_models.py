@@ -54,7 +54,7 @@ def main() -> None:
         within = "-" if mode == "sampled" else ("yes" if result["peak_rss_mb"] <= limit_mb else "NO")
         out.add_row(spec, mode, f"{result['seconds']:.1f}", f"{result['peak_rss_mb']:.0f}", f"{largest_mb:.0f}",
                     f"{limit_mb:.0f}", within)
-    Console().print(out)
+    Console(width=120).print(out)
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--model", choices=["minilm", "smollm2", "both"], default="both")
     parser.add_argument("--cache", type=Path, default=None, help="cache directory (default: a fresh one: cold)")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=120)
     cache = args.cache or Path(tempfile.mkdtemp(prefix="bench-output-cache-"))
     for model in (["minilm", "smollm2"] if args.model == "both" else [args.model]):
         bench(model, cache, console)

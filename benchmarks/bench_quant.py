@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--elements", type=int, default=1 << 24)
     args = parser.parse_args()
     threads = args.threads or os.cpu_count()
-    console = Console()
+    console = Console(width=120)
 
     w = np.random.default_rng(0).standard_normal(args.elements, dtype=np.float32).reshape(-1, 4096)
     size = f"{w.size:,} weights ({w.shape[0]}x{w.shape[1]}), {threads} thread(s), best of {args.repeat}"

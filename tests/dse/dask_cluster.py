@@ -16,6 +16,9 @@ from pathlib import Path
 
 DASK = str(Path(sys.executable).with_name("dask"))
 STARTUP_TIMEOUT_S = 60.0
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
+"""As docs/scale-out.md starts workers: one BLAS thread, and no statistical profiler (it costs
+the measuring jobs 10-15 %)."""
 
 
 class Cluster:
@@ -56,7 +59,7 @@ class Cluster:
             self.workers.append(subprocess.Popen(
                 [DASK, "worker", self.address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
                  "--name", f"w{i}"], stdout=wlog, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}))
+                env={**os.environ, **WORKER_ENV}))
         self.wait_for_workers(self.n_workers, deadline)
 
     def _check_alive(self, deadline: float) -> None:
