@@ -279,9 +279,9 @@ def measure_job(spec: str, source_name: str, candidates: Sequence[str], act: np.
                 cached: Sequence[str]) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
     """One tensor's measurement job (runs in a worker process, local or on a Dask cluster).
 
-    Opens the source itself (:func:`open_source_cached`) and reads the one tensor. ``cached`` candidates are
-    skipped when the tensor's hash equals ``guess`` (the client holds their results); otherwise
-    every candidate is measured. A sampled tensor's hash is the client's ``guess`` (its sample
+    Opens the source itself (:func:`open_source_cached`) and reads the one tensor. ``cached``
+    candidates are skipped when the tensor's hash equals ``guess`` (the client holds their
+    results); otherwise every candidate is measured. A sampled tensor's hash is the client's ``guess`` (its sample
     key). Returns the tensor's cache hash and the fresh (candidate, ErrorStats fields) pairs.
     """
     source = open_source_cached(spec)
