@@ -6,7 +6,7 @@ from dataclasses import astuple
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -129,11 +129,20 @@ def _block_errors(w: np.ndarray, name: str) -> np.ndarray:
 
 @settings(max_examples=100, deadline=None)
 @given(matrices, pairs)
+# Found by Hypothesis: subnormal weights, where the shared scale 196 ulp / 6 rounds to 33 ulp while
+# INT4 alone divides exactly (196 / 7): the pair reconstructs 198 ulp, INT4 alone 196.
+@example(np.full((1, 64), 2.75e-43, np.float32), ("E2M1", "INT4"))
 def test_dual_grid_never_worse_than_either_grid_on_any_block(w, pair):
     a, b = pair
     dual = _block_errors(w, f"{a}|{b}sFP32")
-    # B's grid is rescaled to A's extreme in float32: allow float32 noise on the block's energy
-    noise = 1e-6 * (w.astype(np.float64) ** 2).reshape(-1, 16).sum(axis=1)
+    # B's grid is rescaled to A's extreme in float32: allow float32 noise on the block's energy.
+    # The pair shares A's float32 scale, a single grid has its own: each rounds by up to half a
+    # float32 step, which is coarse where the scale is subnormal (|w| below ~1e-37), times a
+    # level of at most 28 (E3M2): |d_pair| <= |d_single| + eps per weight.
+    eps = 32 * 2.0**-149
+    blocks = w.astype(np.float64).reshape(-1, 16)
+    amax = np.abs(blocks).max(axis=1)
+    noise = 1e-6 * (blocks**2).sum(axis=1) + 16 * (2 * amax * eps + eps**2)
     for single in (_block_errors(w, f"{a}sFP32"), _block_errors(w, f"{b}sFP32")):
         assert np.all(dual <= single + noise)
 
