@@ -50,13 +50,12 @@ def _to_dtype(w: np.ndarray, dtype: str) -> bytes:
     return np.ascontiguousarray(w, dtype=_NUMPY[dtype]).astype(np.dtype(_NUMPY[dtype]).newbyteorder("<")).tobytes()
 
 
-def _source_files(spec: str) -> tuple[SafetensorsSource, list[Path]]:
+def _safetensors(spec: str) -> SafetensorsSource:
     source = open_source(spec)
     if not isinstance(source, SafetensorsSource):
         raise DseError(f"weights {spec!r}: a fakequant export needs a safetensors checkpoint (HF layout); "
                        f"this source is {source.label}")
-    files = sorted(source.path.glob("*.safetensors")) if source.path.is_dir() else [source.path]
-    return source, files
+    return source
 
 
 def export_fakequant(config: str | Path, out: Path, *, weights: str | None = None,
@@ -71,7 +70,7 @@ def export_fakequant(config: str | Path, out: Path, *, weights: str | None = Non
         raise DseError(f"{cfg.path}: the config lists {len(cfg.weights)} weight sources; a checkpoint has one "
                        "(explore one model per scenario)")
     label, spec = cfg.weights[0]
-    source, files = _source_files(weights or spec)
+    source = _safetensors(weights or spec)
     infos = {i.name: i for i in source.infos()}
     assigned = {name.removeprefix(f"{label}/"): c for name, c in cfg.assignment.items()}
     missing = [t for t in assigned if t not in infos]
@@ -79,11 +78,9 @@ def export_fakequant(config: str | Path, out: Path, *, weights: str | None = Non
         raise DseError(f"{cfg.path}: tensor {missing[0]!r} is not in weights {weights or spec}; "
                        "pass the weights it was explored on")
     acts = None if cfg.activations is None else activation_source(cfg.activations, cfg.act_power)
-    entries = []  # (name, dtype, shape, file, (begin, end) or None for a quantized tensor)
-    for file in files:
-        for name, dtype, shape, span in _header_spans(file):
-            entries.append((name, dtype, shape, file, None if name in assigned else span))
-    entries.sort(key=lambda e: e[0])
+    # (name, dtype, shape, file, (begin, end) or None for a quantized tensor), as the source resolved them
+    entries = [(name, e.dtype, e.shape, file, None if name in assigned else (e.start, e.end))
+               for name, (file, e) in sorted(source.stored.items())]
 
     def chunks() -> Iterator[bytes]:
         header: dict = {"__metadata__": {"format": "pt", "sop_dse_config": str(cfg.path)}}
@@ -123,16 +120,6 @@ def export_fakequant(config: str | Path, out: Path, *, weights: str | None = Non
         shutil.rmtree(staging, ignore_errors=True)
     return {"checkpoint": str(out / CHECKPOINT), "quantized": len(assigned), "copied_tensors":
             sum(1 for e in entries if e[4] is not None), "files": copied}
-
-
-def _header_spans(file: Path) -> list[tuple[str, str, list[int], tuple[int, int]]]:
-    """(name, dtype, shape, absolute byte span) of every tensor of a safetensors file."""
-    with open(file, "rb") as fh:
-        n = struct.unpack("<Q", fh.read(8))[0]
-        header = json.loads(fh.read(n))
-    base = 8 + n
-    return [(name, meta["dtype"], list(meta["shape"]), (base + meta["data_offsets"][0], base + meta["data_offsets"][1]))
-            for name, meta in header.items() if name != "__metadata__"]
 
 
 _GGUF_LEAF = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output", "qkv": "attn_qkv",

@@ -57,11 +57,11 @@ class Recommendation:
         text = (f"At {self.budget_bpw:.2f} bpw use {mix} ({self.point.bpw:.4f} bpw, "
                 f"{judged_label(self.point)} {judged_text(self.point)})")
         if self.baseline is not None and self.gain is not None and abs(self.gain) < 5e-4:
-            text += f": the best single format that fits, {_with_alias(self.baseline_name)}, is already the best choice"
+            text += f": the best single format that fits, {with_alias(self.baseline_name)}, is already the best choice"
         elif self.baseline is not None and self.gain is not None:
             verb = "below" if self.gain >= 0 else "above"
             text += (f": {abs(100 * self.gain):.1f} % {verb} the best single format that fits, "
-                     f"{_with_alias(self.baseline_name)} ({self.baseline.bpw:.4f} bpw, {judged_text(self.baseline)})")
+                     f"{with_alias(self.baseline_name)} ({self.baseline.bpw:.4f} bpw, {judged_text(self.baseline)})")
         else:
             text += "; no single format fits this budget"
         return text + (f". Decode: {len(self.units)} units, {self.point.decode_area_mm2:.4f} mm2 "
@@ -124,7 +124,8 @@ def uniform_name(p: FrontPoint) -> str:
     return next(iter(p.assignment.values()))
 
 
-def _with_alias(name: str | None) -> str:
+def with_alias(name: str | None) -> str:
+    """``NAME (= INDUSTRY NAME)`` when the candidate has an industry alias, else the name."""
     found = aliases.aliases_of(name or "")
     return f"{name} (= {found[0]})" if found else str(name)
 

@@ -28,11 +28,11 @@ from dse.html import spread_labels, write_html
 from dse.layers import BitsGrid, bits_grid, plot_bits
 from dse.packing import file_hash
 from dse.pipeline import ExploreResult, bpw_label
-from dse.recommend import decode_units, fmt_measured, recommend, uniform_name
+from dse.recommend import decode_units, fmt_measured, recommend, uniform_name, with_alias
 from dse.render import Col, fit_table, fixed, placeholder_lines, short_tensor_names
 from dse.setup import resolve_hardware
 from hwcost import Hardware
-from quant import aliases, parse_candidate
+from quant import parse_candidate
 from quant.errors import DseError
 
 CONFIG_VERSION = 1
@@ -355,9 +355,7 @@ def front_rows(result: ExploreResult, hw: Hardware, limit: int = 3) -> tuple[lis
                                validated))
     uniform = []
     for p in result.baselines:
-        name = uniform_name(p)
-        found = aliases.aliases_of(name)
-        uniform.append(_front_row(p, hw, "", "", "uniform", name + (f" (= {found[0]})" if found else ""), validated))
+        uniform.append(_front_row(p, hw, "", "", "uniform", with_alias(uniform_name(p)), validated))
     return rows, uniform
 
 

@@ -38,7 +38,7 @@ _SCALE_NAME = re.compile(r"(?:^|[._])(?:weight_scale|input_scale|scale_inv)$")
 """Quantization scales stored beside FP8 weights: never weights themselves."""
 
 
-class _Entry(NamedTuple):
+class StoredTensor(NamedTuple):
     """One tensor of a safetensors file, as its header describes it."""
 
     name: str
@@ -46,6 +46,8 @@ class _Entry(NamedTuple):
     shape: list[int]
     start: int
     """Absolute byte offset of the data in the file."""
+    end: int
+    """Absolute byte offset just past the data."""
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,9 @@ class _Matrix:
     """Where one (out, in) weight matrix comes from."""
 
     file: Path
-    entry: _Entry
+    entry: StoredTensor
     layout: Layout
-    scale: tuple[Path, _Entry] | None = None
+    scale: tuple[Path, StoredTensor] | None = None
     """An FP8 weight's scale tensor."""
 
 
@@ -78,7 +80,7 @@ class SafetensorsSource:
             files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
         if not files:
             raise SourceError(f"{path}: no .safetensors files in this directory")
-        entries: dict[str, tuple[Path, _Entry]] = {}
+        entries: dict[str, tuple[Path, StoredTensor]] = {}
         self._stamps = {file: file_stamp(file) for file in files}  # as read: see fingerprint()
         for file in files:
             for entry in _read_header(file):
@@ -89,6 +91,8 @@ class SafetensorsSource:
                         f"{path}: tensor {entry.name!r} is in both {entries[entry.name][0].name} and {file.name}, "
                         f"and no {INDEX_NAME} says which is current; remove the stray file or pass one file")
                 entries[entry.name] = (file, entry)
+        self.stored = entries
+        """Every tensor of the checkpoint: name -> (file, header entry), from the index's shard for each."""
         config = layouts.read_config(path)
         self._block = _fp8_block(config, path)
         self._matrices: dict[str, _Matrix] = {}
@@ -110,7 +114,7 @@ class SafetensorsSource:
         notes = "; ".join(f"{n} tensors {rule}" for rule, n in rules.items() if n)
         self.label = (label or str(path)) + (f" [{notes}]" if notes else "")
 
-    def _fp8_scale(self, entries: dict[str, tuple[Path, _Entry]], file: Path, entry: _Entry) -> tuple[Path, _Entry]:
+    def _fp8_scale(self, entries: dict[str, tuple[Path, StoredTensor]], file: Path, entry: StoredTensor) -> tuple[Path, StoredTensor]:
         """The scale tensor of FP8 weight ``entry``, checked against its shape."""
         found = entries.get(entry.name + "_scale_inv") or entries.get(entry.name + "_scale")
         if found is None:
@@ -194,7 +198,7 @@ def _shards(index: Path) -> tuple[list[Path], dict[str, str]]:
     return [index.parent / shard for shard in shards], dict(items)
 
 
-def _read_header(file: Path) -> list[_Entry]:
+def _read_header(file: Path) -> list[StoredTensor]:
     """Every tensor's header entry, read without loading data.
 
     Checks every entry against the file: a truncated file or corrupt entry names the tensor.
@@ -234,11 +238,11 @@ def _read_header(file: Path) -> list[_Entry]:
                               f"({end - begin} bytes for shape {shape} {dtype}); re-download the file")
         if 8 + size + end > file_size:
             raise SourceError(f"{file}: tensor {name!r} is truncated (file too short)")
-        out.append(_Entry(name, dtype, shape, 8 + size + begin))
+        out.append(StoredTensor(name, dtype, shape, 8 + size + begin, 8 + size + end))
     return out
 
 
-def _read_tensor(file: Path, entry: _Entry) -> np.ndarray:
+def _read_tensor(file: Path, entry: StoredTensor) -> np.ndarray:
     """The stored array (memory-mapped: slicing one expert reads only its bytes)."""
     try:
         return np.memmap(file, dtype=_NUMPY_DTYPE[entry.dtype], mode="r", offset=entry.start,
