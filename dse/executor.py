@@ -163,8 +163,8 @@ def _connect(scheduler: str, jobs: int | None) -> DaskCluster:
         import dask
 
         # silence_logs: the cluster's own shutdown chatter is not the user's business. The
-        # workers' statistical profiler samples the job's stack every 10 ms, which costs the
-        # measuring jobs 10-15 % (bench_dask); the dashboard's task stream stays.
+        # workers' statistical profiler samples the job's stack every 10 ms, which made one layer's
+        # measuring jobs 10-15 % slower (docs/scale-out.md); the dashboard's task stream stays.
         with dask.config.set({"distributed.worker.profile.enabled": False}):
             cluster = LocalCluster(n_workers=jobs or os.cpu_count() or 1, threads_per_worker=1, processes=True,
                                    silence_logs=logging.CRITICAL)
