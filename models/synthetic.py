@@ -48,7 +48,6 @@ from functools import cache, lru_cache
 from typing import NamedTuple
 
 import numpy as np
-from scipy import special
 
 from models.catalog import ModelSpec
 from models.errors import SourceError
@@ -264,6 +263,8 @@ def _tail(kind: str, profile: Profile | None, x: np.ndarray) -> np.ndarray:
         from scipy import stats  # lazy: scipy.stats costs 0.3 s at every `dse` start
 
         return 2.0 * stats.t.sf(x / np.sqrt((STUDENT_T_DOF - 2.0) / STUDENT_T_DOF), STUDENT_T_DOF)
+    from scipy import special  # lazy: scipy costs 0.2 s at every `dse` start
+
     if profile is None:
         return 2.0 * special.ndtr(-x)
     z, g = _tukey_table(profile.tail_h)
