@@ -162,9 +162,11 @@ def front_point(s: Scenario, allocation: Allocation, point: Point, hw: Hardware,
                       {t.name: c for t, c in chosen}, gap)
 
 
-def solve_front(s: Scenario, allocation: Allocation, hw: Hardware) -> tuple[list[FrontPoint], list[BudgetRow]]:
+def solve_front(s: Scenario, allocation: Allocation, hw: Hardware,
+                threads: int | None = None) -> tuple[list[FrontPoint], list[BudgetRow]]:
     """The front (the answers at the requested budgets plus the hull vertices between them,
-    dominance-filtered) and one row per requested budget.
+    dominance-filtered) and one row per requested budget; ``threads`` budgets are solved at once
+    (None: one per core).
 
     Solved sweeps are cached by the problem's content, the budgets and the solver settings: a
     rerun with the same measurements, costs and budgets reads them back instead of solving
@@ -183,7 +185,7 @@ def solve_front(s: Scenario, allocation: Allocation, hw: Hardware) -> tuple[list
     stored = cache.get(key, len(problem.items), len(problem.options))
     answers = None if stored is None else [Answer.from_record(problem, r) for r in stored]
     if answers is None or not recheck(problem, list(s.budgets_bpw), answers, hull, gap_rel=solver.gap_rel, **caps):
-        answers = sweep(problem, list(s.budgets_bpw), solver=solver, hull=hull, **caps)
+        answers = sweep(problem, list(s.budgets_bpw), solver=solver, hull=hull, threads=threads, **caps)
         cache.put(key, [a.record() for a in answers])
     rows = []
     answered: dict[tuple[int, ...], FrontPoint] = {}  # the lowest budget giving each answer labels it on the front

@@ -35,16 +35,19 @@ import re
 import sys
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from dse.pareto import Hull, greedy_fill, lagrangian_hull, reduced_cost_mask, useful_options
 from dse.problem import Caps, Point, Problem
 from quant.errors import DseError
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 TIE_BREAK = 1e-9  # per bpw, in units of the optimum's error: ties go to fewer bits
 
@@ -194,6 +197,8 @@ def _build(problem: Problem, free: np.ndarray, mask: np.ndarray, caps: Caps | No
             hi.append(np.array([(caps.decode_area_mm2 - used) / caps.decode_area_mm2]))
             n_rows += 1
     n_cols = n_x + len(units)
+    import scipy.sparse as sp  # lazy: scipy costs 0.2 s at every `dse` start, and warm runs solve nothing
+
     a = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows_i), np.concatenate(cols))), shape=(n_rows, n_cols))
     col_lo = np.zeros(n_cols)
     if units:  # a unit some fixed item needs is built anyway
@@ -500,10 +505,11 @@ def _answer_note(status: str, gap: float, solver: Solver) -> str:
 
 def sweep(problem: Problem, budgets_bpw: list[float], *, energy_j_per_token: float | None = None,
           decode_area_mm2: float | None = None, solver: Solver | None = None,
-          hull: Hull | None = None) -> list[Answer]:
+          hull: Hull | None = None, threads: int | None = None) -> list[Answer]:
     """One :class:`Answer` per budget (ascending); every budget gets a point or a reason.
 
     ``hull``: the problem's plain Lagrangian hull, if the caller has it (it is computed once).
+    ``threads``: budgets solved at once (None: one per core).
     Raises InfeasibleBudgetError only when the energy/area caps alone admit no assignment.
     """
     solver = solver or Solver()
@@ -538,20 +544,31 @@ def sweep(problem: Problem, budgets_bpw: list[float], *, energy_j_per_token: flo
         best = _solve_budget(problem, replace(other, bpw=everything), solver, bounds, mask, scale0)
         top_proven = best.status == "optimal"
         top = replace(best.point, source="top") if best.point is not None else None
-    answers = []
+    answers: list[Answer | None] = []
+    to_solve: list[tuple[int, Caps]] = []
     for budget in sorted(budgets_bpw):
-        caps = Caps(budget, energy_j_per_token, decode_area_mm2)
         if budget < floor * (1 - 1e-12):
             shown = math.ceil(floor * 1e4) / 1e4  # rounded up: the number quoted is itself feasible
             answers.append(Answer(budget, "infeasible", None, math.nan, math.inf,
                                   f"below the smallest feasible budget {shown:.4f} bpw ({why})"))
-            continue
-        if top is not None and top_proven and budget >= top.budget_bpw:
+        elif top is not None and top_proven and budget >= top.budget_bpw:
             answers.append(Answer(budget, "top", replace(top, source="top"), 0.0, top.error,
                                   f"at or above the largest useful budget {top.budget_bpw:.4f} bpw: the top point"))
-            continue
-        answers.append(_solve_budget(problem, caps, solver, bounds, mask, scale0))
-    return answers
+        else:
+            to_solve.append((len(answers), Caps(budget, energy_j_per_token, decode_area_mm2)))
+            answers.append(None)
+    # Budgets are independent and HiGHS runs single-threaded outside the GIL: one thread per
+    # core solves them side by side. Hulls are cached by mu, a pure function of it, so the
+    # answers do not depend on the order. CBC stays sequential: its call swaps the process-wide
+    # warning filters (warnings.catch_warnings is not thread-safe).
+    workers = 1 if solver.backend == "cbc" else min(len(to_solve), threads or os.cpu_count() or 1)
+    if solver.backend == "highs" and to_solve:
+        _highspy()  # its one-time banner redirect of fd 1 must not race
+    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+        solved = pool.map(lambda job: _solve_budget(problem, job[1], solver, bounds, mask, scale0), to_solve)
+        for (i, _), answer in zip(to_solve, solved, strict=True):
+            answers[i] = answer
+    return [a for a in answers if a is not None]
 
 
 def _solve_budget(problem: Problem, caps: Caps, solver: Solver, bounds: _Bounds, mask: np.ndarray,

@@ -78,7 +78,8 @@ def explore(s: Scenario, *, jobs: int | None = None, scheduler: str | None = Non
     """Run a scenario end to end.
 
     Args:
-        jobs: measurement processes (None: all cores; 1: in this process).
+        jobs: measurement processes and budgets solved at once (None: all cores; 1: in this
+            process, one budget at a time).
         scheduler: a Dask scheduler address or 'local' (overrides the scenario's
             ``executor.scheduler``); None keeps the scenario's choice.
         on_executor: called with where the measurement runs (e.g. 'Dask tcp://..., 8 workers').
@@ -106,7 +107,7 @@ def explore(s: Scenario, *, jobs: int | None = None, scheduler: str | None = Non
                              on_progress=lambda d, n: on_stage and on_stage("sensitivity", d, n))
     # 3. allocate: the knapsack, its front at every budget, and the uniform baselines, costed by hwcost
     allocation = build_problem(s, built.tensors, table, built.hardware)
-    front, rows = solve_front(s, allocation, built.hardware)
+    front, rows = solve_front(s, allocation, built.hardware, threads=jobs)
     if not any(r.point is not None for r in rows):
         raise ScenarioError(f"{s.path}: budgets: no requested budget can be met: {rows[0].note}")
     uniform = baselines(s, allocation, built.hardware)

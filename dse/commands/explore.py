@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", help="scenario YAML, e.g. scenarios/edge.yaml")
     p.add_argument("--out", default=None, help="output directory (overrides output.dir)")
-    p.add_argument("--jobs", type=positive_int, default=None, help="measurement processes (default: all cores)")
+    p.add_argument("--jobs", type=positive_int, default=None,
+                   help="measurement processes and budgets solved at once (default: all cores)")
     add_scheduler_argument(p)
     p.add_argument("--show", type=finite_float, default=None, metavar="BPW",
                    help="print the per-tensor and per-layer x role choice of the budget nearest BPW "

@@ -165,6 +165,18 @@ def test_sweep_points_meet_budgets_and_form_a_front():
     assert all(np.diff(costs[:, 1]) < 0)  # more bits, strictly less error along the front
 
 
+@pytest.mark.parametrize("energy", [None, 0.9])
+def test_budgets_solved_side_by_side_answer_as_one_at_a_time(energy):
+    """sweep solves budgets on threads; each answer is the one a sequential sweep gives."""
+    problem = random_problem(11, 40, 10)
+    budgets = list(np.linspace(3.0, 8.5, 12))
+    cap = None if energy is None else energy * float(problem.energy.max(axis=1).sum())
+    one = sweep(problem, budgets, energy_j_per_token=cap, threads=1)
+    four = sweep(problem, budgets, energy_j_per_token=cap, threads=4)
+    assert [a.record() for a in one] == [a.record() for a in four]
+    assert sum(a.status == "optimal" for a in one) >= 4
+
+
 def _hull_by_sorting_all_pairs(problem: Problem) -> np.ndarray:
     """A direct construction: the lower hull of every assignment's (bits, error), by brute force."""
     pts = np.array([[problem.evaluate(np.array(c)).budget_bpw * problem.limit_numel, problem.evaluate(np.array(c)).error]
