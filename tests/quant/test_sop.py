@@ -51,6 +51,51 @@ def test_lloyd_reproduces_max_1960():
     assert np.mean((x - nearest) ** 2) == pytest.approx(0.009501, rel=0.01)
 
 
+def _lloyd_per_point(hist: Histogram, init: np.ndarray, pinned: tuple[float, ...]) -> np.ndarray:
+    """The textbook iteration: every point's cell by its own search among the midpoints."""
+    occupied = hist.weight > 0
+    point = hist.weighted_sum[occupied] / hist.weight[occupied]
+    mass, mass_sum = hist.weight[occupied], hist.weighted_sum[occupied]
+    levels = np.sort(init.astype(np.float64))
+    for _ in range(200):
+        fixed = np.isin(levels, np.asarray(pinned, np.float64))
+        cell = np.searchsorted((levels[:-1] + levels[1:]) / 2, point, side="right")
+        w = np.bincount(cell, weights=mass, minlength=levels.size)
+        s = np.bincount(cell, weights=mass_sum, minlength=levels.size)
+        new = np.sort(np.where((w > 0) & ~fixed, s / np.where(w > 0, w, 1.0), levels))
+        moved, levels = np.max(np.abs(new - levels)), new
+        if moved < 1e-9:
+            break
+    return levels
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(3, 20_000), st.booleans(), st.booleans())
+def test_lloyd_cells_by_runs_equal_cells_by_points(seed, n, pin, shuffle):
+    """lloyd finds each cell as a run of the (ascending) bin means: bit for bit the per-point
+    search, and also when rounding leaves the means out of order (shuffled here)."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(n) * rng.uniform(0.1, 3)).astype(np.float32)
+    hist = Histogram.empty(-1.25, 1.25, bins=1 << 12)
+    hist.add(np.clip(x, -1.25, 1.25), rng.uniform(0.1, 2.0, n).astype(np.float32))
+    if shuffle:
+        order = rng.permutation(hist.weight.size)
+        hist = Histogram(hist.lo, hist.hi, hist.weight[order], hist.weighted_sum[order])
+    init = np.sort(rng.uniform(-1, 1, 16))
+    pinned = (0.0,) if pin else ()
+    if pin:
+        init[np.argmin(np.abs(init))] = 0.0
+    np.testing.assert_array_equal(lloyd(hist, init, pinned), _lloyd_per_point(hist, init, pinned))
+
+
+def test_lloyd_points_on_a_midpoint_join_the_upper_cell():
+    x = np.tile(np.float32([-1.0, -0.5, 0.0, 0.5, 1.0]), 10)
+    hist = Histogram.empty(-1.25, 1.25, bins=1 << 10)
+    hist.add(x, np.ones_like(x))
+    levels = lloyd(hist, np.array([-1.0, 0.0, 1.0]), pinned=(-1.0, 1.0))
+    np.testing.assert_array_equal(levels, _lloyd_per_point(hist, np.array([-1.0, 0.0, 1.0]), (-1.0, 1.0)))
+
+
 @pytest.mark.parametrize(("name", "ref", "sel"), [
     ("NF4|E2M1sFP32", 6.320, 0.17),   # docs/formats.md §4.1: -3.3 % vs NF4, 17 % of blocks pick E2M1
     ("E2M1|INT4sFP32", 5.969, 0.63),  # IF4-like: -33 % vs E2M1
