@@ -4,6 +4,8 @@ and each weight reader depends on the source interface only, never on the dispat
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import networkx as nx
@@ -64,3 +66,12 @@ def test_layers_point_down():
         layer_a, layer_b = a.split(".")[0], b.split(".")[0]
         assert (layer_a, layer_b) not in {("quant", "hwcost"), ("quant", "models"), ("quant", "dse"),
                                           ("hwcost", "dse"), ("models", "dse"), ("models", "hwcost")}, (a, b)
+
+
+def test_starting_dse_leaves_heavy_libraries_for_later():
+    """A warm `dse explore` does no work; it must not pay for scipy (0.2-0.3 s), plotting, the
+    solver or Dask at start-up: each is imported where it is used."""
+    heavy = ("scipy", "matplotlib", "highspy", "pulp", "distributed", "torch")
+    probe = f"import sys, dse.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert loaded.stdout.strip() == "[]"
