@@ -1,11 +1,12 @@
 """Dask against the local process pool, and a sizing table for clusters.
 
-Run: python benchmarks/bench_dask.py [--sizing-only]. Needs the `dask` extra (distributed).
+Run: python benchmarks/bench_dask.py [--repeat N] [--sizing-only]. Needs the `dask` extra (distributed).
 
-1. Exact ``llama-3.2-1b:synthetic`` with six standard formats, explored three ways from a cold
-   cache: the local process pool (``--jobs 2``), and a real Dask cluster on 127.0.0.1 with one
-   and with two single-threaded workers. The overhead ratio divides Dask's wall time by the local
-   pool's at the same number of processes (goal <= 1.10). Output files are compared too.
+1. Exact ``llama-3.2-1b:synthetic`` with six standard formats, explored from a cold cache by the
+   local process pool (``--jobs 1`` and ``2``) and by a real Dask cluster on 127.0.0.1 with one
+   and with two single-threaded workers; ``--repeat N`` runs each N times, interleaved. The
+   overhead ratio divides Dask's median wall time by the local pool's at the same number of
+   processes (goal <= 1.10). Output files are compared too.
 2. A sizing table: CPU-seconds per weight of each format measured on one core (one
    4096 x 4096 synthetic tensor), times each catalog model's weights, gives the exact
    measurement's CPU time; the wall time on W workers is the longest-processing-time schedule of
@@ -72,24 +73,31 @@ def same_files(a: Path, b: Path) -> bool:
     return not mismatch and not errors
 
 
-def executor_table(console: Console) -> None:
-    rows = []
+def executor_table(console: Console, repeat: int) -> None:
+    """Each executor ``repeat`` times, the executors interleaved (round after round), so that a
+    drift in the machine's speed lands on all of them alike; the median of each is compared."""
+    configs = [("local", 1), ("local", 2), ("dask", 1), ("dask", 2)]
+    walls: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
+    same = {n: True for n in (1, 2)}
     with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp)
-        local: dict[int, float] = {}
-        for n in (1, 2):
-            local[n] = explore(base / f"local{n}", "--jobs", str(n))
-            rows.append([f"local pool, {n} process{'es' if n > 1 else ''}", f"{local[n]:.1f}", "1.00", "yes"])
-        for n in (1, 2):
-            with Cluster(base / f"cluster{n}", workers=n) as cluster:
-                wall = explore(base / f"dask{n}", "--scheduler", cluster.address)
-            same = same_files(base / "local2" / "out", base / f"dask{n}" / "out")
-            rows.append([f"Dask, {n} worker{'s' if n > 1 else ''}", f"{wall:.1f}", f"{wall / local[n]:.2f}",
-                         "yes" if same else "NO"])
-    out = table("exact llama-3.2-1b:synthetic, 6 formats, cold cache",
-                ["executor", "wall [s]", "vs local [ratio]", "files identical"])
-    for row in rows:
-        out.add_row(*row)
+        for r in range(repeat):
+            for kind, n in configs:
+                root = Path(tmp) / f"{kind}{n}-{r}"
+                if kind == "local":
+                    walls[kind, n].append(explore(root, "--jobs", str(n)))
+                    continue
+                with Cluster(root / "cluster", workers=n) as cluster:
+                    walls[kind, n].append(explore(root, "--scheduler", cluster.address))
+                same[n] &= same_files(Path(tmp) / f"local2-{r}" / "out", root / "out")
+    out = table(f"exact llama-3.2-1b:synthetic, 6 formats, cold cache, {repeat} interleaved run(s) each",
+                ["executor", "wall, median [s]", "wall, all runs [s]", "vs local [ratio]", "files identical"])
+    for kind, n in configs:
+        median = float(np.median(walls[kind, n]))
+        ratio = median / float(np.median(walls["local", n]))
+        label = f"local pool, {n} process{'es' if n > 1 else ''}" if kind == "local" else \
+            f"Dask, {n} worker{'s' if n > 1 else ''}"
+        out.add_row(label, f"{median:.1f}", ", ".join(f"{w:.1f}" for w in walls[kind, n]), f"{ratio:.2f}",
+                    "yes" if kind == "local" or same[n] else "NO")
     console.print(out)
 
 
@@ -137,11 +145,12 @@ def sizing_table(console: Console) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizing-only", action="store_true", help="skip the cluster runs")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each executor, interleaved (median shown)")
     args = parser.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     console = Console(width=120)
     if not args.sizing_only:
-        executor_table(console)
+        executor_table(console, args.repeat)
     sizing_table(console)
 
 
