@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 from rich.console import Console
 
+from dse.commands.args import positive_int
 from dse.render import table
 from models.catalog import get_model
 from models.synthetic import synthetic_matrix
@@ -145,7 +146,7 @@ def sizing_table(console: Console) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizing-only", action="store_true", help="skip the cluster runs")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each executor, interleaved (median shown)")
+    parser.add_argument("--repeat", type=positive_int, default=1, help="runs of each executor, interleaved (median shown)")
     args = parser.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     console = Console(width=120)

@@ -83,7 +83,8 @@ def main() -> None:
             [one], t = timed(lambda: sweep(problem, [4.25], solver=solver))
             out.add_row(name, backend, "one budget (4.25 bpw)", *seconds(t), f"{peak_mb():.0f}",
                         f"{one.status}, gap {one.gap:.1e}")
-            answers, t = timed(lambda: sweep(problem, budgets, solver=solver))
+            # threads=1: budgets one at a time for both solvers, like for like (CBC is sequential)
+            answers, t = timed(lambda: sweep(problem, budgets, solver=solver, threads=1))
             worst = max(a.gap for a in answers if a.point is not None)
             statuses = ", ".join(f"{s} {sum(a.status == s for a in answers)}"
                                  for s in ("optimal", "gap", "top", "infeasible") if any(a.status == s for a in answers))
@@ -92,7 +93,8 @@ def main() -> None:
             if items > 10_000:
                 continue  # energy caps at this size: not a target, minutes per budget (README)
             e_cap = np.median([a.point.energy_j_per_token for a in answers if a.point is not None])
-            capped, t = timed(lambda: sweep(problem, budgets[::4], energy_j_per_token=float(e_cap), solver=solver))
+            capped, t = timed(lambda: sweep(problem, budgets[::4], energy_j_per_token=float(e_cap), solver=solver,
+                                            threads=1))
             worst = max((a.gap for a in capped if a.point is not None), default=float("nan"))
             out.add_row(name, backend, "6 budgets + energy cap", *seconds(t), f"{peak_mb():.0f}",
                         f"{sum(a.point is not None for a in capped)} answered; worst gap {worst:.1e}")

@@ -249,7 +249,9 @@ def _run_highs(model: _Model, solver: Solver, start: np.ndarray | None) -> _Run:
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(solver.time_limit_s))
     h.setOptionValue("mip_rel_gap", float(solver.gap_rel))
-    h.setOptionValue("threads", 1)  # reproducible, and the machine's other core measures
+    # one thread: reproducible; and HiGHS's scheduler is global, so the runs sweep() starts side
+    # by side must all ask for the same thread count
+    h.setOptionValue("threads", 1)
     # rows are scaled to 1, so the default 1e-6 admits answers 1e-6 over a budget; re-solving
     # them tightened would lose the solver's proof for the budget as asked
     h.setOptionValue("mip_feasibility_tolerance", 1e-9)
@@ -544,7 +546,7 @@ def sweep(problem: Problem, budgets_bpw: list[float], *, energy_j_per_token: flo
         best = _solve_budget(problem, replace(other, bpw=everything), solver, bounds, mask, scale0)
         top_proven = best.status == "optimal"
         top = replace(best.point, source="top") if best.point is not None else None
-    answers: list[Answer | None] = []
+    answers: list[Answer] = []
     to_solve: list[tuple[int, Caps]] = []
     for budget in sorted(budgets_bpw):
         if budget < floor * (1 - 1e-12):
@@ -556,19 +558,26 @@ def sweep(problem: Problem, budgets_bpw: list[float], *, energy_j_per_token: flo
                                   f"at or above the largest useful budget {top.budget_bpw:.4f} bpw: the top point"))
         else:
             to_solve.append((len(answers), Caps(budget, energy_j_per_token, decode_area_mm2)))
-            answers.append(None)
+            answers.append(Answer(budget, "infeasible", None, math.nan, math.inf, "not solved"))  # filled below
+
+    def solve(job: tuple[int, Caps]) -> Answer:
+        return _solve_budget(problem, job[1], solver, bounds, mask, scale0)
+
     # Budgets are independent and HiGHS runs single-threaded outside the GIL: one thread per
-    # core solves them side by side. Hulls are cached by mu, a pure function of it, so the
-    # answers do not depend on the order. CBC stays sequential: its call swaps the process-wide
-    # warning filters (warnings.catch_warnings is not thread-safe).
-    workers = 1 if solver.backend == "cbc" else min(len(to_solve), threads or os.cpu_count() or 1)
-    if solver.backend == "highs" and to_solve:
+    # core solves them side by side (never more: each run has a wall-clock time limit). Hulls are
+    # cached by mu, a pure function of it, so the answers do not depend on the order. CBC stays
+    # sequential: its call swaps the process-wide warning filters (catch_warnings is not thread-safe).
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = 1 if solver.backend == "cbc" else min(len(to_solve), threads or cores, cores)
+    if workers <= 1:
+        solved = list(map(solve, to_solve))
+    else:
         _highspy()  # its one-time banner redirect of fd 1 must not race
-    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
-        solved = pool.map(lambda job: _solve_budget(problem, job[1], solver, bounds, mask, scale0), to_solve)
-        for (i, _), answer in zip(to_solve, solved, strict=True):
-            answers[i] = answer
-    return [a for a in answers if a is not None]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            solved = list(pool.map(solve, to_solve))
+    for (i, _), answer in zip(to_solve, solved, strict=True):
+        answers[i] = answer
+    return answers
 
 
 def _solve_budget(problem: Problem, caps: Caps, solver: Solver, bounds: _Bounds, mask: np.ndarray,
