@@ -546,22 +546,21 @@ def sweep(problem: Problem, budgets_bpw: list[float], *, energy_j_per_token: flo
         best = _solve_budget(problem, replace(other, bpw=everything), solver, bounds, mask, scale0)
         top_proven = best.status == "optimal"
         top = replace(best.point, source="top") if best.point is not None else None
-    answers: list[Answer] = []
-    to_solve: list[tuple[int, Caps]] = []
+    decided: list[Answer | Caps] = []  # an answer known without solving, or the caps to solve at
     for budget in sorted(budgets_bpw):
         if budget < floor * (1 - 1e-12):
             shown = math.ceil(floor * 1e4) / 1e4  # rounded up: the number quoted is itself feasible
-            answers.append(Answer(budget, "infeasible", None, math.nan, math.inf,
+            decided.append(Answer(budget, "infeasible", None, math.nan, math.inf,
                                   f"below the smallest feasible budget {shown:.4f} bpw ({why})"))
         elif top is not None and top_proven and budget >= top.budget_bpw:
-            answers.append(Answer(budget, "top", replace(top, source="top"), 0.0, top.error,
+            decided.append(Answer(budget, "top", replace(top, source="top"), 0.0, top.error,
                                   f"at or above the largest useful budget {top.budget_bpw:.4f} bpw: the top point"))
         else:
-            to_solve.append((len(answers), Caps(budget, energy_j_per_token, decode_area_mm2)))
-            answers.append(Answer(budget, "infeasible", None, math.nan, math.inf, "not solved"))  # filled below
+            decided.append(Caps(budget, energy_j_per_token, decode_area_mm2))
+    to_solve = [d for d in decided if isinstance(d, Caps)]
 
-    def solve(job: tuple[int, Caps]) -> Answer:
-        return _solve_budget(problem, job[1], solver, bounds, mask, scale0)
+    def solve(caps: Caps) -> Answer:
+        return _solve_budget(problem, caps, solver, bounds, mask, scale0)
 
     # Budgets are independent and HiGHS runs single-threaded outside the GIL: one thread per
     # core solves them side by side (never more: each run has a wall-clock time limit). Hulls are
@@ -575,9 +574,8 @@ def sweep(problem: Problem, budgets_bpw: list[float], *, energy_j_per_token: flo
         _highspy()  # its one-time banner redirect of fd 1 must not race
         with ThreadPoolExecutor(max_workers=workers) as pool:
             solved = list(pool.map(solve, to_solve))
-    for (i, _), answer in zip(to_solve, solved, strict=True):
-        answers[i] = answer
-    return answers
+    answers = iter(solved)  # in budget order, as to_solve
+    return [next(answers) if isinstance(d, Caps) else d for d in decided]
 
 
 def _solve_budget(problem: Problem, caps: Caps, solver: Solver, bounds: _Bounds, mask: np.ndarray,
