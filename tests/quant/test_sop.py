@@ -12,6 +12,7 @@ from hypothesis.extra.numpy import arrays
 
 from quant import codebooks, dequantize, measure, parse_candidate, quantize
 from quant.candidate import Selection
+from quant.formats import get_atom
 from quant.learned import MAX_ITERATIONS, TOLERANCE, Histogram, derive_bof4, lloyd
 
 
@@ -72,21 +73,35 @@ def _lloyd_per_point(hist: Histogram, init: np.ndarray, pinned: tuple[float, ...
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(3, 20_000), st.booleans(), st.booleans())
 def test_lloyd_cells_by_runs_equal_cells_by_points(seed, n, pin, reverse):
-    """lloyd finds each cell as a run of the (ascending) bin means: bit for bit the per-point
-    search, and also when rounding leaves the means out of order (reversed here)."""
+    """lloyd sums each cell as a run of the sorted bin means: the textbook per-point iteration up to
+    float64 summation order (a few ulps), also when the means are out of bin order (reversed here)."""
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(n) * rng.uniform(0.1, 3)).astype(np.float32)
     hist = Histogram.empty(-1.25, 1.25, bins=1 << 12)
     hist.add(np.clip(x, -1.25, 1.25), rng.uniform(0.1, 2.0, n).astype(np.float32))
-    if reverse:  # bins in descending order: the means are out of order, the per-point path runs
+    if reverse:  # bins in descending order: lloyd must sort the means first
         hist = Histogram(hist.lo, hist.hi, hist.weight[::-1].copy(), hist.weighted_sum[::-1].copy())
     means = hist.weighted_sum[hist.weight > 0] / hist.weight[hist.weight > 0]
-    assert np.all(np.diff(means) >= 0) != reverse or means.size < 2  # each path is the one under test
+    assert np.all(np.diff(means) >= 0) != reverse or means.size < 2  # each order is the one under test
     init = np.sort(rng.uniform(-1, 1, 16))
     pinned = (0.0,) if pin else ()
     if pin:
         init[np.argmin(np.abs(init))] = 0.0
-    np.testing.assert_array_equal(lloyd(hist, init, pinned), _lloyd_per_point(hist, init, pinned))
+    np.testing.assert_allclose(lloyd(hist, init, pinned), _lloyd_per_point(hist, init, pinned), rtol=1e-13, atol=1e-15)
+
+
+def test_lloyd_float32_levels_equal_the_textbook_iterations_on_a_dd4_fit():
+    """A DD4 fit as sampled mode runs it (2**16 bins, ~50k occupied, from NF4): the float32 levels
+    a grid keeps are the textbook iteration's, bit for bit."""
+    rng = np.random.default_rng(3)
+    blocks = rng.standard_normal((20_000, 16)).astype(np.float32) * rng.lognormal(0, 0.5, (20_000, 1)).astype(np.float32)
+    extreme = np.abs(blocks).max(axis=1, keepdims=True)
+    hist = Histogram.empty(-1.25, 1.25)
+    hist.add(blocks / extreme, np.broadcast_to(extreme * extreme, blocks.shape))
+    init = np.asarray(get_atom("NF4").values, np.float64)
+    ours, textbook = lloyd(hist, init, (0.0,)), _lloyd_per_point(hist, init, (0.0,))
+    assert (hist.weight > 0).sum() > 40_000
+    np.testing.assert_array_equal(ours.astype(np.float32), textbook.astype(np.float32))
 
 
 def test_lloyd_points_on_a_midpoint_join_the_upper_cell():
