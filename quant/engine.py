@@ -126,13 +126,9 @@ def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads:
         bad = int(np.count_nonzero(~np.isfinite(w)))
         raise WeightError(f"tensor {name!r}: {bad} NaN/Inf weights; fix or drop the checkpoint tensor")
     amax = max(hi, -lo)
-    trials = {ScaleRule.MSE: _MSE_CANDIDATES, ScaleRule.FOUR_OVER_SIX: _FOUR_OVER_SIX}.get(
-        c.rule, ((1.0, _rule_rounding(c.rule)),)
-    )
-    outlier_factor = None
-    if c.outliers is not None and c.block_size is not None:
-        outlier_factor = _threshold_sigmas(c.outliers, c.block_size)
-    grids, tables = _fixed_grids(c) if fitted is None else (fitted, _tables(fitted))
+    recipe = _recipe(c)
+    trials = recipe.trials
+    grids, tables = (recipe.grids, recipe.tables) if fitted is None else (fitted, _tables(fitted))
     unit = _err_unit(amax)
     if c.block_size is None:
         extreme = hi if hi >= -lo else lo
@@ -145,8 +141,8 @@ def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads:
                      tables, h if c.act_weighted else None, None, unit)
     else:
         plan = _Plan(c, c.block_size, _tensor_factor(c, amax, trials), None, trials, grids,
-                     tables, h if c.act_weighted else None, outlier_factor, unit)
-    if fitted is None and any(a.kind is AtomKind.LEARNED for a in c.atoms):
+                     tables, h if c.act_weighted else None, recipe.outlier_factor, unit)
+    if fitted is None and recipe.learned:
         plan = _fit_learned(w, plan, threads)
     return plan
 
@@ -159,18 +155,32 @@ def _err_unit(amax: float) -> np.float32:
     return np.float32(2.0 ** min(127, max(-126, 1 - math.frexp(amax)[1])))
 
 
-@lru_cache(maxsize=1024)
-def _threshold_sigmas(outliers: Outliers, block: int) -> float:
-    return outliers.threshold_sigmas(block)  # a scipy call: once per (quantile, block)
+@dataclass(frozen=True)
+class _Recipe:
+    """What a candidate fixes for every tensor, built once per process (a small call's fixed cost)."""
+
+    grids: tuple[np.ndarray, ...]
+    """The candidate's grids (read-only: shared by every call); learned grids' starting points."""
+    tables: tuple[LookupTable, ...]
+    trials: tuple[tuple[float, Rounding], ...]
+    """Block-scale trials: (factor on the ideal scale, rounding)."""
+    outlier_factor: float | None
+    """OPQ threshold in block standard deviations (a scipy call), or None."""
+    learned: bool
+    """Some grid is fitted to each tensor (DDn)."""
 
 
 @lru_cache(maxsize=1024)
-def _fixed_grids(c: Candidate) -> tuple[tuple[np.ndarray, ...], tuple[LookupTable, ...]]:
-    """The candidate's grids (read-only: shared by every call) and their tables."""
+def _recipe(c: Candidate) -> _Recipe:
     grids = tuple(fixed_grid(c, k) for k in range(len(c.atoms)))
     for g in grids:
         g.flags.writeable = False
-    return grids, _tables(grids)
+    trials = {ScaleRule.MSE: _MSE_CANDIDATES, ScaleRule.FOUR_OVER_SIX: _FOUR_OVER_SIX}.get(
+        c.rule, ((1.0, _rule_rounding(c.rule)),))
+    outlier_factor = None
+    if c.outliers is not None and c.block_size is not None:
+        outlier_factor = c.outliers.threshold_sigmas(c.block_size)
+    return _Recipe(grids, _tables(grids), trials, outlier_factor, any(a.kind is AtomKind.LEARNED for a in c.atoms))
 
 
 def fixed_grid(c: Candidate, k: int) -> np.ndarray:
@@ -598,9 +608,9 @@ def measure(
         chunk = _quantize_blocks(blocks, plan, hb, want_codes=False)
         sparse = _finish(blocks, chunk, plan, hb)
         assert chunk.w_hat is not None
-        stats = chunk_stats(blocks, chunk.w_hat, hb)
-        return replace(stats, blocks=chunk.grid.size, second_grid_blocks=int(np.count_nonzero(chunk.grid)),
-                       sparse=0 if sparse is None else int(np.count_nonzero(sparse)))
+        return chunk_stats(blocks, chunk.w_hat, hb, blocks=chunk.grid.size,
+                           second_grid_blocks=int(np.count_nonzero(chunk.grid)),
+                           sparse=0 if sparse is None else int(np.count_nonzero(sparse)))
 
     stats = _map_chunks(one, _row_chunks(*w.shape), threads)
     total = next(stats)

@@ -33,6 +33,9 @@ import numpy as np
 # Largest bucket table we build: 2**18 buckets x 16 bytes = 4 MiB. Value sets needing more
 # (two levels closer than ~2**-9 relative) fall back to searchsorted, which is exact but slow.
 _MAX_MANTISSA_BITS = 9
+# Below this many elements one binary search over the thresholds beats the bucket path's six
+# numpy calls (this VM: 16 elements 3.9 us against 10.6 us; even at ~1k); both are exact.
+SEARCH_BELOW = 512
 
 
 class Rounding(enum.Enum):
@@ -163,25 +166,29 @@ class LookupTable:
 
     def index(self, y: np.ndarray) -> np.ndarray:
         """Index into ``values`` for each element of float32 ``y`` (same shape)."""
-        if self.bucket_index is None:
-            return np.searchsorted(self.thresholds, y, side="right").astype(np.uint16)
+        if self.bucket_index is None or y.size < SEARCH_BELOW:
+            return self._search(y).astype(np.uint16)
         return self.bucket_index.take(self._slot(y))
 
     def round(self, y: np.ndarray) -> np.ndarray:
         """The rounded float32 value of each element of ``y`` (same shape)."""
-        if self.bucket_value is None:
-            rounded: np.ndarray = self.values[self.index(y)]
-            return rounded
+        if self.bucket_value is None or y.size < SEARCH_BELOW:
+            return self.values.take(self._search(y))
         return self.bucket_value.take(self._slot(y))
 
     def round_index(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rounded value, index) of each element of ``y``, sharing one bucket lookup."""
-        if self.bucket_value is None:
-            i = self.index(y)
-            return self.values[i], i
+        if self.bucket_value is None or y.size < SEARCH_BELOW:
+            i = self._search(y)
+            return self.values.take(i), i.astype(np.uint16)
         assert self.bucket_index is not None
         slot = self._slot(y)
         return self.bucket_value.take(slot), self.bucket_index.take(slot)
+
+    def _search(self, y: np.ndarray) -> np.ndarray:
+        """#{i : y >= t_i} by binary search, compared in float32 as the buckets compare."""
+        found: np.ndarray = np.searchsorted(self.thresholds, np.asarray(y, dtype=np.float32), side="right")
+        return found
 
     def _slot(self, y: np.ndarray) -> np.ndarray:
         """2 * bucket + (y >= the bucket's threshold)."""

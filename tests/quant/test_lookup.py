@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quant.lookup import LookupTable, Rounding, rounding_thresholds
+from quant.lookup import SEARCH_BELOW, LookupTable, Rounding, rounding_thresholds
 
 finite32 = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, width=32)
 value_sets = st.lists(finite32, min_size=2, max_size=40, unique=True).map(lambda v: np.unique(np.float32(v)))
@@ -44,8 +44,13 @@ def test_lookup_equals_brute_force(values, y, rounding):
     t = table.thresholds
     y = np.concatenate([y, values, t, np.nextafter(t, np.float32(-np.inf))])
     expected = _brute_index(values, y, rounding)
-    np.testing.assert_array_equal(table.index(y), expected)
-    np.testing.assert_array_equal(table.round(y), values[expected])
+    many = -(-SEARCH_BELOW // y.size)  # as many copies again: the bucket path as well as the search
+    for probe, want in ((y, expected), (np.tile(y, many), np.tile(expected, many))):
+        np.testing.assert_array_equal(table.index(probe), want)
+        np.testing.assert_array_equal(table.round(probe), values[want])
+        rounded, index = table.round_index(probe)
+        np.testing.assert_array_equal(rounded, values[want])
+        np.testing.assert_array_equal(index, want)
 
 
 def test_close_levels_fall_back_to_exact_search():
