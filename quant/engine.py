@@ -44,6 +44,7 @@ CHUNK_ELEMENTS = 1 << 18
 # results in order, few enough that memory stays a few chunks whatever the tensor size.
 IN_FLIGHT_PER_WORKER = 2
 FIT_ROUNDS = 4  # assignment/refit rounds when a learned grid is paired with a fixed one
+FIT_KEEP_ELEMENTS = 1 << 21  # a fit keeps its binned samples between rounds up to this size (~56 MB)
 
 # Per-block scale candidates tried by ScaleRule.MSE: (factor on the ideal scale, rounding).
 # x1.5 maps the block max to 2/3 of qmax (4 for E2M1: Four over Six); x0.9 trades clipping
@@ -478,6 +479,20 @@ def _fit_learned(w: np.ndarray, plan: _Plan, threads: int | None) -> _Plan:
     return replace(plan, grids=fit_plan.grids, tables=fit_plan.tables)
 
 
+@dataclass(frozen=True)
+class _FitSamples:
+    """One chunk of a learned-grid fit, in the (B, n_blocks) block layout."""
+
+    blocks: np.ndarray
+    h: np.ndarray | None
+    bin: np.ndarray
+    """Histogram bin of each block-normalised weight (intp)."""
+    weight: np.ndarray
+    """float64 sample weight: squared effective block scale x activation weight."""
+    weighted: np.ndarray
+    """float64 sample weight x normalised value."""
+
+
 def _lloyd_rounds(w: np.ndarray, fit_plan: _Plan, fitted: list[int], rounds: int, *, first_on_all: bool,
                   threads: int | None) -> _Plan:
     """``rounds`` rounds of: assign blocks to their best grid, refit each grid in ``fitted`` on its
@@ -488,30 +503,45 @@ def _lloyd_rounds(w: np.ndarray, fit_plan: _Plan, fitted: list[int], rounds: int
     span = 1.25 * c.target  # nearest-rounded scales let |y| exceed the target slightly
     pinned = (0.0, c.target) if c.signed else (0.0,)
     h_all = fit_plan.h
+    # Scales, and so every sample's value, weight and bin, are the same in every round: a small
+    # tensor keeps them (~28 bytes a weight); a large one redoes them, holding a few chunks at a time.
+    kept: dict[int, _FitSamples] | None = {} if w.size <= FIT_KEEP_ELEMENTS else None
+    scaling = fit_plan  # rounds change the grids, never the scales
+
+    def samples(rows: slice) -> _FitSamples:
+        if kept is not None and rows.start in kept:
+            return kept[rows.start]
+        part = w[rows]
+        blocks = _block_view(part, scaling.block)
+        h = _h_blocks(h_all, scaling.block, part.shape[0])
+        s = _block_scales(blocks, scaling)[0]
+        full = s * scaling.tensor_factor
+        y = blocks / np.where(full == 0, np.float32(1.0), full)
+        scaled = full * scaling.err_unit  # float32 squares of scales near 1e-23 would flush to 0
+        weight = np.broadcast_to(scaled * scaled, y.shape)
+        if h is not None:
+            weight = weight * h
+        wt = weight.astype(np.float64)
+        binned = _FitSamples(blocks, h, Histogram.empty(-span, span).bin(y), wt, wt * y)
+        if kept is not None:
+            kept[rows.start] = binned
+        return binned
+
     for round_ in range(rounds):
         def one(rows: slice, fit_plan: _Plan = fit_plan, restrict: bool = not (first_on_all and round_ == 0),
                 ) -> list[Histogram]:
-            part = w[rows]
-            blocks = _block_view(part, fit_plan.block)
-            h = _h_blocks(h_all, fit_plan.block, part.shape[0])
-            s = _block_scales(blocks, fit_plan)[0]
-            full = s * fit_plan.tensor_factor
-            y = blocks / np.where(full == 0, np.float32(1.0), full)
-            scaled = full * fit_plan.err_unit  # float32 squares of scales near 1e-23 would flush to 0
-            weight = np.broadcast_to(scaled * scaled, y.shape)
-            if h is not None:
-                weight = weight * h
+            d = samples(rows)
             grid = None
             if restrict:  # only the blocks each grid wins
-                grid = _best_of_trials(blocks, fit_plan, h if fit_plan.h is not None else None, False)[0].grid
+                grid = _best_of_trials(d.blocks, fit_plan, d.h if fit_plan.h is not None else None, False)[0].grid
             hists = []
             for k in fitted:
                 hist = Histogram.empty(-span, span)
                 if grid is None:
-                    hist.add(y, weight)
+                    hist.add_binned(d.bin, d.weight, d.weighted)
                 else:
                     keep = grid == k
-                    hist.add(y[:, keep], weight[:, keep])
+                    hist.add_binned(d.bin[:, keep], d.weight[:, keep], d.weighted[:, keep])
                 hists.append(hist)
             return hists
 

@@ -42,14 +42,23 @@ class Histogram:
 
     def add(self, y: np.ndarray, weight: np.ndarray) -> None:
         """Accumulate samples ``y`` with ``weight`` (same shape) in place."""
-        bins = self.weight.size
         flat = y.reshape(-1)
-        index = ((flat - np.float32(self.lo)) * np.float32(bins / (self.hi - self.lo))).astype(np.intp)
-        np.clip(index, 0, bins - 1, out=index)
         wt = weight.reshape(-1).astype(np.float64)
-        self.weight[:] += np.bincount(index, weights=wt, minlength=bins)
-        self.weighted_sum[:] += np.bincount(index, weights=wt * flat, minlength=bins)
+        self.add_binned(self.bin(flat), wt, wt * flat)
 
+    def bin(self, y: np.ndarray) -> np.ndarray:
+        """The bin of each float32 sample (same shape, intp): a fit that revisits its samples bins them once."""
+        bins = self.weight.size
+        index = ((y - np.float32(self.lo)) * np.float32(bins / (self.hi - self.lo))).astype(np.intp)
+        np.clip(index, 0, bins - 1, out=index)
+        return index
+
+    def add_binned(self, index: np.ndarray, weight: np.ndarray, weighted: np.ndarray) -> None:
+        """Accumulate samples already binned: their bins, float64 weights and weight x value (same shape)."""
+        bins = self.weight.size
+        index = index.reshape(-1)
+        self.weight[:] += np.bincount(index, weights=weight.reshape(-1), minlength=bins)
+        self.weighted_sum[:] += np.bincount(index, weights=weighted.reshape(-1), minlength=bins)
 
     def points(self, bins: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """(weighted mean, weight) of the occupied bins after merging to at most ``bins`` bins:
@@ -84,11 +93,11 @@ def lloyd(hist: Histogram, init: np.ndarray, pinned: tuple[float, ...] = (),
         point, mass, mass_sum = point[order], mass[order], mass_sum[order]
     levels = np.sort(np.asarray(init, dtype=np.float64))
     pin = np.asarray(pinned, dtype=np.float64)
-    fixed = np.isin(levels, pin)
     first = np.zeros(levels.size, np.intp)  # cell c holds points [first[c], end[c])
     end = np.full(levels.size, point.size, np.intp)
     w, s = np.zeros(levels.size), np.zeros(levels.size)
     for _ in range(max_iterations):
+        fixed = (levels[:, None] == pin).any(axis=1)  # np.isin's own overhead is ~20 us an iteration
         first[1:] = end[:-1] = np.searchsorted(point, (levels[:-1] + levels[1:]) / 2, side="left")
         filled = end > first
         runs = first[filled]  # the filled cells' runs tile the points
@@ -98,7 +107,6 @@ def lloyd(hist: Histogram, init: np.ndarray, pinned: tuple[float, ...] = (),
         new.sort()  # centroids of ordered cells stay ordered; sort guards ties
         moved = np.max(np.abs(new - levels))
         levels = new
-        fixed = np.isin(levels, pin)
         if moved < TOLERANCE:
             break
     return levels
