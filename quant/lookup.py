@@ -168,13 +168,13 @@ class LookupTable:
         """Index into ``values`` for each element of float32 ``y`` (same shape)."""
         if self.bucket_index is None or y.size < SEARCH_BELOW:
             return self._search(y).astype(np.uint16)
-        return self.bucket_index.take(self._slot(y))
+        return self.bucket_index.take(self._slot(y), mode="clip")
 
     def round(self, y: np.ndarray) -> np.ndarray:
         """The rounded float32 value of each element of ``y`` (same shape)."""
         if self.bucket_value is None or y.size < SEARCH_BELOW:
             return self.values.take(self._search(y))
-        return self.bucket_value.take(self._slot(y))
+        return self.bucket_value.take(self._slot(y), mode="clip")
 
     def round_index(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rounded value, index) of each element of ``y``, sharing one bucket lookup."""
@@ -183,7 +183,7 @@ class LookupTable:
             return self.values.take(i), i.astype(np.uint16)
         assert self.bucket_index is not None
         slot = self._slot(y)
-        return self.bucket_value.take(slot), self.bucket_index.take(slot)
+        return self.bucket_value.take(slot, mode="clip"), self.bucket_index.take(slot, mode="clip")
 
     def _search(self, y: np.ndarray) -> np.ndarray:
         """#{i : y >= t_i} by binary search, compared in float32 as the buckets compare."""
@@ -191,14 +191,16 @@ class LookupTable:
         return found
 
     def _slot(self, y: np.ndarray) -> np.ndarray:
-        """2 * bucket + (y >= the bucket's threshold)."""
+        """2 * bucket + (y >= the bucket's threshold), as intp: ``take`` of an intp index with
+        mode="clip" skips numpy's index cast and bounds check (2.5x faster on this VM). Every slot
+        is in range by construction: the top bits of a 32-bit pattern index all 2**(32 - shift) buckets."""
         assert self.bucket_threshold is not None
         y = np.ascontiguousarray(y, dtype=np.float32)
-        bucket = y.view(np.uint32) >> self.shift
-        above = y >= self.bucket_threshold.take(bucket)
-        slot = bucket << np.uint32(1)
-        slot |= above
-        return slot
+        bucket = (y.view(np.uint32) >> self.shift).astype(np.intp)
+        above = y >= self.bucket_threshold.take(bucket, mode="clip")
+        bucket <<= 1
+        bucket |= above
+        return bucket
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
