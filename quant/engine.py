@@ -26,7 +26,7 @@ import numpy as np
 
 from quant import ggml
 from quant._allocator import keep_chunks_in_heap
-from quant.candidate import Candidate, Outliers, ScaleRule, TensorScale
+from quant.candidate import Candidate, ScaleRule, TensorScale
 from quant.errors import WeightError
 from quant.formats import AtomKind
 from quant.learned import Histogram, lloyd
@@ -44,7 +44,7 @@ CHUNK_ELEMENTS = 1 << 18
 # results in order, few enough that memory stays a few chunks whatever the tensor size.
 IN_FLIGHT_PER_WORKER = 2
 FIT_ROUNDS = 4  # assignment/refit rounds when a learned grid is paired with a fixed one
-FIT_KEEP_ELEMENTS = 1 << 21  # a fit keeps its binned samples between rounds up to this size (~56 MB)
+FIT_KEEP_ELEMENTS = 1 << 21  # a fit keeps its normalised samples between rounds up to this size (~24 MB)
 
 # Per-block scale candidates tried by ScaleRule.MSE: (factor on the ideal scale, rounding).
 # x1.5 maps the block max to 2/3 of qmax (4 for E2M1: Four over Six); x0.9 trades clipping
@@ -485,12 +485,10 @@ class _FitSamples:
 
     blocks: np.ndarray
     h: np.ndarray | None
-    bin: np.ndarray
-    """Histogram bin of each block-normalised weight (intp)."""
+    y: np.ndarray
+    """Block-normalised weights (float32)."""
     weight: np.ndarray
-    """float64 sample weight: squared effective block scale x activation weight."""
-    weighted: np.ndarray
-    """float64 sample weight x normalised value."""
+    """Sample weights: squared effective block scale x activation weight (float32)."""
 
 
 def _lloyd_rounds(w: np.ndarray, fit_plan: _Plan, fitted: list[int], rounds: int, *, first_on_all: bool,
@@ -503,8 +501,8 @@ def _lloyd_rounds(w: np.ndarray, fit_plan: _Plan, fitted: list[int], rounds: int
     span = 1.25 * c.target  # nearest-rounded scales let |y| exceed the target slightly
     pinned = (0.0, c.target) if c.signed else (0.0,)
     h_all = fit_plan.h
-    # Scales, and so every sample's value, weight and bin, are the same in every round: a small
-    # tensor keeps them (~28 bytes a weight); a large one redoes them, holding a few chunks at a time.
+    # Scales, and so every sample's value and weight, are the same in every round: a small tensor
+    # keeps them (~12 bytes a weight); a large one redoes them, holding a few chunks at a time.
     kept: dict[int, _FitSamples] | None = {} if w.size <= FIT_KEEP_ELEMENTS else None
     scaling = fit_plan  # rounds change the grids, never the scales
 
@@ -521,11 +519,10 @@ def _lloyd_rounds(w: np.ndarray, fit_plan: _Plan, fitted: list[int], rounds: int
         weight = np.broadcast_to(scaled * scaled, y.shape)
         if h is not None:
             weight = weight * h
-        wt = weight.astype(np.float64)
-        binned = _FitSamples(blocks, h, Histogram.empty(-span, span).bin(y), wt, wt * y)
+        chunk = _FitSamples(blocks, h, y, weight)
         if kept is not None:
-            kept[rows.start] = binned
-        return binned
+            kept[rows.start] = chunk
+        return chunk
 
     for round_ in range(rounds):
         def one(rows: slice, fit_plan: _Plan = fit_plan, restrict: bool = not (first_on_all and round_ == 0),
@@ -538,10 +535,10 @@ def _lloyd_rounds(w: np.ndarray, fit_plan: _Plan, fitted: list[int], rounds: int
             for k in fitted:
                 hist = Histogram.empty(-span, span)
                 if grid is None:
-                    hist.add_binned(d.bin, d.weight, d.weighted)
+                    hist.add(d.y, d.weight)
                 else:
                     keep = grid == k
-                    hist.add_binned(d.bin[:, keep], d.weight[:, keep], d.weighted[:, keep])
+                    hist.add(d.y[:, keep], d.weight[:, keep])
                 hists.append(hist)
             return hists
 

@@ -42,23 +42,13 @@ class Histogram:
 
     def add(self, y: np.ndarray, weight: np.ndarray) -> None:
         """Accumulate samples ``y`` with ``weight`` (same shape) in place."""
+        bins = self.weight.size
         flat = y.reshape(-1)
-        wt = weight.reshape(-1).astype(np.float64)
-        self.add_binned(self.bin(flat), wt, wt * flat)
-
-    def bin(self, y: np.ndarray) -> np.ndarray:
-        """The bin of each float32 sample (same shape, intp): a fit that revisits its samples bins them once."""
-        bins = self.weight.size
-        index = ((y - np.float32(self.lo)) * np.float32(bins / (self.hi - self.lo))).astype(np.intp)
+        index = ((flat - np.float32(self.lo)) * np.float32(bins / (self.hi - self.lo))).astype(np.intp)
         np.clip(index, 0, bins - 1, out=index)
-        return index
-
-    def add_binned(self, index: np.ndarray, weight: np.ndarray, weighted: np.ndarray) -> None:
-        """Accumulate samples already binned: their bins, float64 weights and weight x value (same shape)."""
-        bins = self.weight.size
-        index = index.reshape(-1)
-        self.weight[:] += np.bincount(index, weights=weight.reshape(-1), minlength=bins)
-        self.weighted_sum[:] += np.bincount(index, weights=weighted.reshape(-1), minlength=bins)
+        wt = weight.reshape(-1).astype(np.float64)
+        self.weight[:] += np.bincount(index, weights=wt, minlength=bins)
+        self.weighted_sum[:] += np.bincount(index, weights=wt * flat, minlength=bins)
 
     def points(self, bins: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """(weighted mean, weight) of the occupied bins after merging to at most ``bins`` bins:

@@ -244,8 +244,8 @@ def test_bpw_is_the_sum_of_what_is_stored(w, name):
 
 
 @pytest.mark.parametrize("name", ["NF4|DD4sUE4M4", "DD4|DD4sUE4M4:aw", "DD4sUE4M4:lut=E4M3"])
-def test_fit_keeping_binned_samples_equals_rebinning_every_round(monkeypatch, name):
-    """A small tensor's fit keeps each chunk's binned samples between rounds; a large one rebins
+def test_fit_keeping_samples_equals_redoing_them_every_round(monkeypatch, name):
+    """A small tensor's fit keeps each chunk's normalised samples between rounds; a large one redoes
     them: the grids are the same bit for bit (several chunks, activation weights included)."""
     rng = np.random.default_rng(5)
     w = (rng.standard_normal((160, 2048)) * rng.lognormal(0, 0.4, (160, 1))).astype(np.float32)
