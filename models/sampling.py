@@ -164,10 +164,14 @@ def _group_rows(groups: np.ndarray, rows: int) -> np.ndarray:
     return index[index < rows]
 
 
+_STAT_FIELDS = tuple(f.name for f in fields(ErrorStats))
+
+
 def _combine(a: ErrorStats, b: ErrorStats, factor: float) -> ErrorStats:
     """a + factor * b, field by field; counts (numel, blocks...) rounded to integers."""
     values = {}
-    for f in fields(ErrorStats):
-        value = getattr(a, f.name) + factor * getattr(b, f.name)
-        values[f.name] = int(round(value)) if isinstance(getattr(a, f.name), int) else value
+    for name in _STAT_FIELDS:  # 12 calls a candidate and tensor: fields() itself was a third of this
+        mine = getattr(a, name)
+        value = mine + factor * getattr(b, name)
+        values[name] = int(round(value)) if isinstance(mine, int) else value
     return ErrorStats(**values)
