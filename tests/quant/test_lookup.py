@@ -53,6 +53,23 @@ def test_lookup_equals_brute_force(values, y, rounding):
         np.testing.assert_array_equal(index, want)
 
 
+@settings(max_examples=100, deadline=None)
+@given(value_sets, st.sampled_from([Rounding.NEAREST_EVEN, Rounding.CEIL, Rounding.FLOOR]))
+def test_infinities_round_to_the_end_values_on_both_paths(values, rounding):
+    table = LookupTable.build(values, rounding_thresholds(values, rounding))
+    for y in (np.float32([-np.inf, np.inf]), np.tile(np.float32([-np.inf, np.inf]), SEARCH_BELOW)):
+        np.testing.assert_array_equal(table.index(y), np.tile([0, values.size - 1], y.size // 2))
+
+
+def test_python_and_float64_inputs_round_as_their_float32_values():
+    values = np.float32([-1.0, 0.0, 0.5, 2.0])
+    table = LookupTable.build(values, rounding_thresholds(values, Rounding.NEAREST_EVEN))
+    assert table.round(0.3) == table.round(np.float32(0.3)) == np.float32(0.5)
+    y = np.linspace(-3, 3, 2 * SEARCH_BELOW)  # float64, the bucket path
+    np.testing.assert_array_equal(table.round(y), table.round(y.astype(np.float32)))
+    np.testing.assert_array_equal(table.index(y.tolist()), table.index(y.astype(np.float32)))
+
+
 def test_close_levels_fall_back_to_exact_search():
     """Thresholds 1e-3 apart in one binade cannot share the bucket table; the searchsorted path stays exact."""
     values = np.array([1.0, 1.001, 1.002, 3.0], dtype=np.float32)
