@@ -44,7 +44,7 @@ CHUNK_ELEMENTS = 1 << 18
 # results in order, few enough that memory stays a few chunks whatever the tensor size.
 IN_FLIGHT_PER_WORKER = 2
 FIT_ROUNDS = 4  # assignment/refit rounds when a learned grid is paired with a fixed one
-FIT_KEEP_ELEMENTS = 1 << 21  # a fit keeps its normalised samples between rounds up to this size (~24 MB)
+FIT_KEEP_ELEMENTS = 1 << 21  # a fit keeps its samples between rounds up to this size (16-32 MB)
 
 # Per-block scale candidates tried by ScaleRule.MSE: (factor on the ideal scale, rounding).
 # x1.5 maps the block max to 2/3 of qmax (4 for E2M1: Four over Six); x0.9 trades clipping
@@ -163,6 +163,7 @@ class _Recipe:
     grids: tuple[np.ndarray, ...]
     """The candidate's grids (read-only: shared by every call); learned grids' starting points."""
     tables: tuple[LookupTable, ...]
+    """One rounding table per grid."""
     trials: tuple[tuple[float, Rounding], ...]
     """Block-scale trials: (factor on the ideal scale, rounding)."""
     outlier_factor: float | None
@@ -502,7 +503,7 @@ def _lloyd_rounds(w: np.ndarray, fit_plan: _Plan, fitted: list[int], rounds: int
     pinned = (0.0, c.target) if c.signed else (0.0,)
     h_all = fit_plan.h
     # Scales, and so every sample's value and weight, are the same in every round: a small tensor
-    # keeps them (~12 bytes a weight); a large one redoes them, holding a few chunks at a time.
+    # keeps them (8-16 bytes a weight); a large one redoes them, holding a few chunks at a time.
     kept: dict[int, _FitSamples] | None = {} if w.size <= FIT_KEEP_ELEMENTS else None
     scaling = fit_plan  # rounds change the grids, never the scales
 
@@ -521,6 +522,9 @@ def _lloyd_rounds(w: np.ndarray, fit_plan: _Plan, fitted: list[int], rounds: int
             weight = weight * h
         chunk = _FitSamples(blocks, h, y, weight)
         if kept is not None:
+            for a in (blocks, h, y, weight):
+                if a is not None:
+                    a.flags.writeable = False  # reused by every round and thread
             kept[rows.start] = chunk
         return chunk
 
