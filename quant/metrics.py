@@ -64,7 +64,7 @@ class ErrorStats:
     """Outliers and residual entries stored aside."""
 
     def __add__(self, other: ErrorStats) -> ErrorStats:
-        return ErrorStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+        return ErrorStats(*(getattr(self, name) + getattr(other, name) for name in STAT_FIELDS))
 
     @property
     def second_grid_fraction(self) -> float:
@@ -109,6 +109,12 @@ class ErrorStats:
     def acos_deficit_ppm(self) -> float:
         """1 - ACos in ppm: the activation-weighted cosine (SOP's metric, docs/formats.md §3.3)."""
         return 1e6 * _cos_deficit(self.hsum_w2, self.hsum_q2, self.hsum_d2)
+
+
+
+STAT_FIELDS = tuple(f.name for f in fields(ErrorStats))
+"""ErrorStats' field names, in order: stats are summed per chunk and combined per sample, where
+calling ``fields()`` each time cost a third of a combine."""
 
 
 def _ratio(a: float, b: float) -> float:
