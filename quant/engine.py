@@ -359,8 +359,9 @@ def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
     errors are None when there is a single trial and grid and no OPQ needs them."""
     trials = _block_scales(blocks, plan)
     single = len(trials) * len(plan.tables) == 1
-    best: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    best: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # w_hat, scale, grid of the best so far
     best_err = None
+    best_y = None  # only codes need the winner's y; the errors need w_hat alone
     for s in trials:
         full = s * plan.tensor_factor  # float32 product: the decoder's effective scale
         y = blocks / np.where(full == 0, np.float32(1.0), full)
@@ -374,24 +375,24 @@ def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
         for k, table in enumerate(plan.tables):
             w_hat = table.round(y)
             w_hat *= full
-            if single and plan.outlier_factor is None:
-                best = (w_hat, y, s, np.zeros(s.shape, np.uint8))
-                break
             err = _block_error(w_hat, blocks, h, plan.err_unit)
             if best is None or best_err is None:
-                best, best_err = (w_hat, y, s, np.full(s.shape, k, np.uint8)), err
+                best, best_err = (w_hat, s, np.full(s.shape, k, np.uint8)), err
+                best_y = y if want_codes else None
                 continue
             better = err < best_err
-            best = (np.where(better, w_hat, best[0]), np.where(better, y, best[1]),
-                    np.where(better, s, best[2]), np.where(better, np.uint8(k), best[3]))
+            best = (np.where(better, w_hat, best[0]), np.where(better, s, best[1]),
+                    np.where(better, np.uint8(k), best[2]))
             best_err = np.where(better, err, best_err)
+            if best_y is not None:
+                best_y = np.where(better, y, best_y)
     assert best is not None
-    w_hat, y, s, grid = best
+    w_hat, s, grid = best
     codes = None
-    if want_codes:
-        codes = plan.tables[0].index(y)
+    if best_y is not None:
+        codes = plan.tables[0].index(best_y)
         for k in range(1, len(plan.tables)):
-            codes = np.where(grid == k, plan.tables[k].index(y), codes)
+            codes = np.where(grid == k, plan.tables[k].index(best_y), codes)
     return _Chunk(w_hat, codes, grid, s, None), best_err
 
 
