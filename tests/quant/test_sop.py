@@ -74,7 +74,7 @@ def _lloyd_per_point(hist: Histogram, init: np.ndarray, pinned: tuple[float, ...
 @given(st.integers(0, 2**32 - 1), st.integers(3, 20_000), st.booleans(), st.booleans())
 def test_lloyd_cells_by_runs_equal_cells_by_points(seed, n, pin, reverse):
     """lloyd sums each cell as a run of the sorted bin means: the textbook per-point iteration up to
-    float64 summation order (a few ulps), also when the means are out of bin order (reversed here)."""
+    float64 summation order (a few dozen ulps), also when the means are out of bin order (reversed here)."""
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(n) * rng.uniform(0.1, 3)).astype(np.float32)
     hist = Histogram.empty(-1.25, 1.25, bins=1 << 12)
