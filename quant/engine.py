@@ -289,24 +289,30 @@ def round_bf16(x: np.ndarray) -> np.ndarray:
     return rounded.view(np.float32)
 
 
-def _block_scales(blocks: np.ndarray, plan: _Plan) -> list[np.ndarray]:
-    """Signed stored block scales (n_blocks,) for each scale trial."""
+def _block_scales(blocks: np.ndarray, plan: _Plan, axis: int = 0) -> list[np.ndarray]:
+    """Signed stored block scales (n_blocks,) for each scale trial; ``blocks`` in the (B, n_blocks)
+    layout, or (n_blocks, B) with ``axis=1``."""
     c = plan.candidate
-    n_blocks = blocks.shape[1]
+    n_blocks = blocks.shape[1 - axis]
     if plan.layer_scale is not None:
         return [np.full(n_blocks, plan.layer_scale, np.float32)]
     if c.signed:
-        hi, lo = blocks.max(axis=0), blocks.min(axis=0)
+        hi, lo = blocks.max(axis=axis), blocks.min(axis=axis)
         negative = -lo > hi  # ties keep the positive extreme
         amax = np.where(negative, -lo, hi)
     else:
-        amax = np.abs(blocks).max(axis=0)
+        amax = np.abs(blocks).max(axis=axis)
     real = amax / np.float32(c.target * plan.tensor_factor)
     out = []
     for factor, rounding in plan.scale_trials:
         s = _round_scales(real, amax, c, plan.tensor_factor, factor, rounding)
         out.append(np.where(negative, -s, s) if c.signed else s)
     return out
+
+
+def _divisor(full: np.ndarray) -> np.ndarray:
+    """Effective block scales to divide by: an all-zero block (scale 0) divides by 1 instead."""
+    return np.where(full == 0, np.float32(1.0), full)
 
 
 def _outlier_mask(blocks: np.ndarray, factor: float) -> np.ndarray:
@@ -347,6 +353,14 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
     )
 
 
+def _grid_error(table: LookupTable, y: np.ndarray, full: np.ndarray, blocks: np.ndarray, h: np.ndarray | None,
+                unit: np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """One grid on normalised ``y`` at effective scales ``full``: (w_hat, per-block error)."""
+    w_hat = table.round(y)
+    w_hat *= full
+    return w_hat, _block_error(w_hat, blocks, h, unit)
+
+
 def _block_error(w_hat: np.ndarray, blocks: np.ndarray, h: np.ndarray | None, unit: np.float32) -> np.ndarray:
     """(h-weighted) squared error of each block in units of ``unit**-2``: (n_blocks,)."""
     error: np.ndarray = _residual_score(blocks, w_hat, h, unit).sum(axis=0)
@@ -364,7 +378,7 @@ def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
     best_y = None  # only codes need the winner's y; the errors need w_hat alone
     for s in trials:
         full = s * plan.tensor_factor  # float32 product: the decoder's effective scale
-        y = blocks / np.where(full == 0, np.float32(1.0), full)
+        y = blocks / _divisor(full)
         if single and plan.outlier_factor is None:  # nothing to compare
             grid = np.zeros(s.shape, np.uint8)
             if want_codes and plan.residual_cut is None:  # codes alone: no reconstruction needed
@@ -373,9 +387,7 @@ def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
             w_hat *= full
             return _Chunk(w_hat, codes, grid, s, None), None
         for k, table in enumerate(plan.tables):
-            w_hat = table.round(y)
-            w_hat *= full
-            err = _block_error(w_hat, blocks, h, plan.err_unit)
+            w_hat, err = _grid_error(table, y, full, blocks, h, plan.err_unit)
             if best is None or best_err is None:
                 best, best_err = (w_hat, s, np.full(s.shape, k, np.uint8)), err
                 best_y = y if want_codes else None
@@ -487,6 +499,8 @@ class _FitSamples:
 
     blocks: np.ndarray
     h: np.ndarray | None
+    full: np.ndarray
+    """(n_blocks,) effective block scales (float32)."""
     y: np.ndarray
     """Block-normalised weights (float32)."""
     weight: np.ndarray
@@ -516,18 +530,38 @@ def _lloyd_rounds(w: np.ndarray, fit_plan: _Plan, fitted: list[int], rounds: int
         h = _h_blocks(h_all, scaling.block, part.shape[0])
         s = _block_scales(blocks, scaling)[0]
         full = s * scaling.tensor_factor
-        y = blocks / np.where(full == 0, np.float32(1.0), full)
+        y = blocks / _divisor(full)
         scaled = full * scaling.err_unit  # float32 squares of scales near 1e-23 would flush to 0
         weight = np.broadcast_to(scaled * scaled, y.shape)
         if h is not None:
             weight = weight * h
-        chunk = _FitSamples(blocks, h, y, weight)
+        chunk = _FitSamples(blocks, h, full, y, weight)
         if kept is not None:
-            for a in (blocks, h, y, weight):
+            for a in (blocks, h, full, y, weight):
                 if a is not None:
                     a.flags.writeable = False  # reused by every round and thread
             kept[rows.start] = chunk
         return chunk
+
+    # errors of the grids these rounds never refit, per kept chunk: the same in every round
+    fixed_errors: dict[tuple[int, int], np.ndarray] = {}
+
+    def best_grid(rows: slice, d: _FitSamples, fit_plan: _Plan) -> np.ndarray:
+        """Each block's grid as _best_of_trials picks it with the fit's single scale trial."""
+        h = d.h if fit_plan.h is not None else None
+        grid, best = np.zeros(d.full.shape, np.uint8), np.empty(0, np.float32)
+        for k, table in enumerate(fit_plan.tables):
+            err = fixed_errors.get((rows.start, k))
+            if err is None:
+                err = _grid_error(table, d.y, d.full, d.blocks, h, fit_plan.err_unit)[1]
+                if kept is not None and k not in fitted:
+                    fixed_errors[(rows.start, k)] = err
+            if k == 0:
+                best = err
+                continue
+            better = err < best
+            grid, best = np.where(better, np.uint8(k), grid), np.where(better, err, best)
+        return grid
 
     for round_ in range(rounds):
         def one(rows: slice, fit_plan: _Plan = fit_plan, restrict: bool = not (first_on_all and round_ == 0),
@@ -535,7 +569,7 @@ def _lloyd_rounds(w: np.ndarray, fit_plan: _Plan, fitted: list[int], rounds: int
             d = samples(rows)
             grid = None
             if restrict:  # only the blocks each grid wins
-                grid = _best_of_trials(d.blocks, fit_plan, d.h if fit_plan.h is not None else None, False)[0].grid
+                grid = best_grid(rows, d, fit_plan)
             hists = []
             for k in fitted:
                 hist = Histogram.empty(-span, span)
@@ -664,9 +698,20 @@ def quantize(w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = No
     codes = np.empty((rows, cols), code_dtype(plan.grids))
     grid_index = np.empty((rows, n_blocks), np.uint8)
     scales = np.empty((rows, n_blocks), np.float32)
+    # one scale trial on one grid, nothing stored aside: each block's codes follow from its scale
+    # alone (as in _best_of_trials), so they can be found in the weights' own row order
+    direct = (len(plan.scale_trials) * len(plan.tables) == 1 and plan.outlier_factor is None
+              and plan.residual_cut is None and candidate.rule is not ScaleRule.GGML)
 
     def one(r: slice) -> np.ndarray:
         part = w[r]
+        if direct:  # codes in row order: no transposed copy in, none out (10-40 % faster)
+            row_blocks = part.reshape(-1, plan.block)
+            s = _block_scales(row_blocks, plan, axis=1)[0]
+            codes[r] = plan.tables[0].index(row_blocks / _divisor(s * plan.tensor_factor)[:, None]).reshape(part.shape)
+            grid_index[r] = 0
+            scales[r] = s.reshape(part.shape[0], -1)
+            return np.zeros(0, np.int64)
         blocks = _block_view(part, plan.block)
         hb = _h_blocks(h, plan.block, part.shape[0])
         chunk = _quantize_blocks(blocks, plan, hb, want_codes=True)

@@ -10,7 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from quant import codebooks, dequantize, engine, fit_grids, measure, parse_candidate, quantize
+from quant import AtomKind, codebooks, dequantize, engine, fit_grids, measure, parse_candidate, quantize
 from quant.candidate import Selection
 from quant.formats import get_atom
 from quant.learned import MAX_ITERATIONS, TOLERANCE, Histogram, derive_bof4, lloyd
@@ -252,14 +252,19 @@ def test_fit_keeping_samples_equals_redoing_them_every_round(monkeypatch, name):
     w[128:] = rng.uniform(-1, 1, (32, 2048))  # the second chunk unlike the first
     act = rng.uniform(0.1, 2.0, 2048)
     c = parse_candidate(name)
-    calls = []
-    scales = engine._block_scales
+    calls, fixed_errors = [], []
+    scales, grid_error = engine._block_scales, engine._grid_error
     monkeypatch.setattr(engine, "_block_scales", lambda *a: calls.append(1) or scales(*a))
+    nf4 = engine.lookup_table(engine.fixed_grid(c, 0))
+    monkeypatch.setattr(engine, "_grid_error", lambda table, *a: fixed_errors.append(table is nf4) or grid_error(table, *a))
     kept = fit_grids(w, c, act=act, threads=2)
-    kept_calls = len(calls)
+    kept_calls, kept_fixed = len(calls), sum(fixed_errors)
     monkeypatch.setattr(engine, "FIT_KEEP_ELEMENTS", 0)
     redone = fit_grids(w, c, act=act, threads=2)
     if c.dual:  # several rounds: the kept samples were used, with fewer scale passes
         assert kept_calls < len(calls) - kept_calls
+    if c.atoms[0].kind is not AtomKind.LEARNED:  # NF4's block errors: once per chunk when kept, every round when not
+        chunks = len(engine._row_chunks(*w.shape))
+        assert kept_fixed == chunks and sum(fixed_errors) - kept_fixed == chunks * (engine.FIT_ROUNDS - 1)
     for a, b in zip(kept, redone, strict=True):
         np.testing.assert_array_equal(a, b)
