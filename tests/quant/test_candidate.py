@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import quant
 from quant import parse_candidate, quantize
 from quant.candidate import ScaleRule, TensorScale
 from quant.errors import CandidateError, UnknownFormatError
@@ -127,3 +135,19 @@ def test_bad_names_fail_with_one_line(name, error, text):
     with pytest.raises(error, match=text) as info:
         parse_candidate(name)
     assert "\n" not in str(info.value)
+
+
+def test_cached_hash_equals_field_hash_and_is_not_pickled() -> None:
+    """Candidate hashes once per instance; the cached hash (str hashes are per process) never
+    travels in a pickle, and an unpickled or equal candidate hashes as a fresh one."""
+    c = parse_candidate("NF4|DD4sUE4M4:aw+res(0.5%)")
+    fresh = parse_candidate(c.name)
+    assert hash(c) == hash(fresh) == hash(tuple(getattr(c, f.name) for f in dataclasses.fields(c)))
+    data = pickle.dumps(c)
+    assert "_hash" not in pickle.loads(data).__dict__
+    script = ("import pickle, sys; c = pickle.loads(sys.stdin.buffer.read()); "
+              "from quant import parse_candidate; print(hash(c) == hash(parse_candidate(c.name)) and c == parse_candidate(c.name))")
+    root = str(Path(quant.__file__).parents[1])
+    out = subprocess.run([sys.executable, "-c", script], input=data, capture_output=True, check=True,
+                         env={**os.environ, "PYTHONPATH": root})
+    assert out.stdout.strip() == b"True"
