@@ -316,7 +316,9 @@ def _block_scales(blocks: np.ndarray, plan: _Plan, axis: int = 0) -> list[np.nda
 
 def _divisor(full: np.ndarray) -> np.ndarray:
     """Effective block scales to divide by: an all-zero block (scale 0) divides by 1 instead."""
-    return np.where(full == 0, np.float32(1.0), full)
+    divisor = full.copy()  # a masked store: np.where costs 2 us more on a small call
+    divisor[full == 0] = 1.0
+    return divisor
 
 
 def _outlier_mask(blocks: np.ndarray, factor: float) -> np.ndarray:

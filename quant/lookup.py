@@ -193,7 +193,7 @@ class LookupTable:
 
     def _search(self, y: np.ndarray) -> np.ndarray:
         """#{i : y >= t_i} for float32 ``y`` by binary search."""
-        found: np.ndarray = np.searchsorted(self.thresholds, y, side="right")
+        found: np.ndarray = self.thresholds.searchsorted(y, side="right")  # the method: 1 us less than np.
         return found
 
     def _slot(self, y: np.ndarray) -> np.ndarray:

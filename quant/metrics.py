@@ -186,9 +186,13 @@ _F32_SUMSQ_MIN = 2.0**-60
 
 def _sumsq(*arrays: np.ndarray) -> tuple[float, ...]:
     """sum a^2 of each array: float32 pairwise (4x faster), or float64 when float32 under- or overflows."""
-    with np.errstate(over="ignore", under="ignore"):
-        totals = [float(np.add.reduce(np.square(a, dtype=np.float32), axis=None, dtype=np.float32)) for a in arrays]
+    totals = _sumsq32(arrays)
     return tuple(total if _F32_SUMSQ_MIN <= total < math.inf else _sumsq64(a) for a, total in zip(arrays, totals))
+
+
+@np.errstate(over="ignore", under="ignore")  # as a decorator: 1 us less than `with` (numpy 2), thread-safe
+def _sumsq32(arrays: tuple[np.ndarray, ...]) -> list[float]:
+    return [float(np.add.reduce(np.square(a, dtype=np.float32), axis=None, dtype=np.float32)) for a in arrays]
 
 
 def _sumsq64(a: np.ndarray) -> float:
