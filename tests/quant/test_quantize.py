@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple
+from dataclasses import astuple, replace
 
 import numpy as np
 import pytest
@@ -187,6 +187,45 @@ def test_zero_blocks_decode_to_zero():
     w[0, :16] = np.linspace(-1, 1, 16)
     out = dequantize(quantize(w, parse_candidate("NF4sUE4M4")))
     assert np.all(out[0, 16:] == 0) and np.all(out[1] == 0)
+
+
+def test_divisor_replaces_exactly_the_zero_scales_by_one():
+    """_divisor's masked store gives np.where(full == 0, 1, full) bit for bit, -0.0 included."""
+    full = np.array([0.0, -0.0, 1e-45, -2.5, 448.0, np.finfo(np.float32).max, 0.0], np.float32)
+    expected = np.where(full == 0, np.float32(1.0), full)
+    divisor = engine._divisor(full)
+    assert divisor.dtype == np.float32 and divisor.tobytes() == expected.tobytes()
+    assert full[1].tobytes() == np.float32(-0.0).tobytes()  # the input is left as it was
+
+
+@pytest.mark.parametrize("name", ["E2M1sE4M3@16:mse", "E2M1sE4M3@16:4o6", "E2M1|INT4sE4M3", "SFP4sE4M3:mse",
+                                  "BOF4S-32sE4M3@16:mse", "NF4|DD4sUE4M4:aw", "E2M1|INT4sE4M3:4o6+opq(0.95)"])
+@pytest.mark.parametrize("zero_rows", [0, 2, 4])
+def test_best_of_trials_keeps_the_first_lowest_error_trial_and_grid(name, zero_rows):
+    """Against each (scale trial, grid) quantized alone: per block, the first with the lowest
+    error, its w_hat, scale, grid, codes and error bit for bit (selection skips no real choice)."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((4, 64)).astype(np.float32)
+    w[:zero_rows] = 0.0
+    w, h, plan = engine._prepare(w, parse_candidate(name), rng.random(64) + 0.5, "w", 1)
+    blocks = engine._block_view(w, plan.block)
+    hb = engine._h_blocks(h, plan.block, w.shape[0]) if plan.h is not None else None
+    chunk, err = engine._best_of_trials(blocks, plan, hb, want_codes=True)
+    alone = []
+    for trial in plan.scale_trials:
+        for k, table in enumerate(plan.tables):
+            one = replace(plan, scale_trials=(trial,), tables=(table,), outlier_factor=None, residual_cut=None)
+            part = engine._best_of_trials(blocks, one, hb, want_codes=False)[0]
+            assert part.w_hat is not None
+            codes = engine._best_of_trials(blocks, one, hb, want_codes=True)[0].codes
+            part_err = engine._block_error(part.w_hat, blocks, hb, plan.err_unit)
+            alone.append((part_err, part.w_hat, part.scales, np.full(part.scales.shape, k, np.uint8), codes))
+    pick = np.argmin(np.stack([a[0] for a in alone]), axis=0)  # ties: the first, as strict < keeps it
+    cols = np.arange(pick.size)
+    for got, i in zip((err, chunk.w_hat, chunk.scales, chunk.grid, chunk.codes), range(5)):
+        stacked = np.stack([a[i] for a in alone])
+        want = stacked[pick, cols] if stacked.ndim == 2 else stacked[pick, :, cols].T
+        assert got is not None and got.dtype == want.dtype and got.tobytes() == want.tobytes()
 
 
 def test_unit_activation_weights_give_the_plain_metrics():
