@@ -84,7 +84,7 @@ class ScaleFormat:
         """Round positive float32 ``real`` scales onto this format (saturating at max)."""
         if self.float_spec is None:
             return np.asarray(real, dtype=np.float32)
-        return self._table(rounding).round(np.asarray(real, dtype=np.float32))
+        return self._table(rounding).round(real)  # LookupTable.round casts to float32
 
     def _table(self, rounding: Rounding) -> LookupTable:
         table = self._tables.get(rounding)
