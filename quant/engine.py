@@ -136,10 +136,10 @@ def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads:
         extreme = hi if hi >= -lo else lo
         real = (abs(extreme) if c.signed else amax) / c.target
         scale = _round_scales(np.array([real], np.float32), np.array([amax], np.float32),
-                              c, np.float32(1.0), 1.0, _rule_rounding(c.rule))[0]
+                              c, _ONE, 1.0, _rule_rounding(c.rule))[0]
         if c.signed and extreme < 0:
             scale = -scale
-        plan = _Plan(c, w.shape[1], np.float32(1.0), np.float32(scale), trials, grids,
+        plan = _Plan(c, w.shape[1], _ONE, np.float32(scale), trials, grids,
                      tables, h if c.act_weighted else None, None, unit)
     else:
         plan = _Plan(c, c.block_size, _tensor_factor(c, amax, recipe.full_scale), None, trials, grids,
@@ -250,7 +250,7 @@ def _round_scales(real: np.ndarray, amax: np.ndarray, c: Candidate, g: np.float3
     if c.rule is ScaleRule.FLOOR:
         # OCP MX: shared_exp = floor(log2(amax)) - emax_elem; frexp's exponent is floor(log2)+1.
         _, exp = np.frexp(amax / g)
-        real = np.ldexp(np.float32(1.0), exp - 1 - c.atom.emax).astype(np.float32)
+        real = np.ldexp(_ONE, exp - (1 + c.atom.emax)).astype(np.float32, copy=False)  # one int op, no copy
         rounding = Rounding.NEAREST_EVEN
     elif factor != 1.0:
         real = real * np.float32(factor)

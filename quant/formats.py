@@ -106,7 +106,7 @@ class AtomFormat:
         v = np.asarray(self.values)
         return bool(np.array_equal(v, -v[::-1]))
 
-    @property
+    @cached_property  # frozen: computed once; the OCP MX scale rule asks on every call
     def emax(self) -> int:
         """Exponent of the top binade, floor(log2(qmax)): the OCP MX scale rule subtracts it."""
         return math.floor(math.log2(self.qmax))
