@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from quant import dequantize, engine, measure, parse_candidate, quantize, reconstruction_error
+from quant.engine import fit_grids
 from quant.errors import WeightError
 
 
@@ -226,6 +227,34 @@ def test_best_of_trials_keeps_the_first_lowest_error_trial_and_grid(name, zero_r
         stacked = np.stack([a[i] for a in alone])
         want = stacked[pick, cols] if stacked.ndim == 2 else stacked[pick, :, cols].T
         assert got is not None and got.dtype == want.dtype and got.tobytes() == want.tobytes()
+
+
+SMALL_CALL_NAMES = ["E2M1sE4M3@16", "BOF4S-32sE4M3@16", "E4M3sUE8M0@layer", "E2M1sUE8M0@32", "E2M1sE4M3@16:mse",
+                    "E2M1sE4M3@16:4o6", "E2M1sE4M3@16+opq(0.95)", "NF4|DD4sUE4M4:aw", "E2M1|INT4sE4M3"]
+
+
+@pytest.mark.parametrize("name", SMALL_CALL_NAMES)
+@pytest.mark.parametrize("kind", ["one block", "zeros", "zero row", "act"])
+def test_small_calls_equal_their_reconstruction_and_a_refit_free_call(name, kind):
+    """A one-chunk call (measure's inline path) on tiny inputs: its sums equal those of
+    dequantize(quantize(w)) bit for bit, its counts quantize's, and measure(grids=fit_grids(w))
+    equals it field by field."""
+    c = parse_candidate(name)
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((1, c.block_size or 16) if kind == "one block" else (2, 64)).astype(np.float32)
+    if kind == "zeros":
+        w[:] = 0.0
+    elif kind == "zero row":
+        w[0] = 0.0
+    h = rng.uniform(0.5, 2.0, w.shape[1]) if kind == "act" else None
+    m = measure(w, c, act=h, threads=1)
+    q = quantize(w, c, act=h)
+    r = reconstruction_error(w, dequantize(q), c.block_size or w.shape[1], act=h)
+    assert astuple(r)[:8] == pytest.approx(astuple(m)[:8], rel=0, abs=0, nan_ok=True)
+    assert (m.blocks, m.second_grid_blocks, m.sparse) == (q.scales.size, np.count_nonzero(q.grid_index),
+                                                          q.sparse_index.size)
+    assert astuple(measure(w, c, act=h, threads=1, grids=fit_grids(w, c, act=h))) == pytest.approx(
+        astuple(m), rel=0, abs=0, nan_ok=True)
 
 
 def test_unit_activation_weights_give_the_plain_metrics():
