@@ -193,7 +193,8 @@ class LookupTable:
 
     def _search(self, y: np.ndarray) -> np.ndarray:
         """#{i : y >= t_i} for float32 ``y`` by binary search."""
-        found: np.ndarray = self.thresholds.searchsorted(y, side="right")  # the method: 1 us less than np.
+        # the ndarray method: 1 us less per call than the np.searchsorted wrapper
+        found: np.ndarray = self.thresholds.searchsorted(y, side="right")
         return found
 
     def _slot(self, y: np.ndarray) -> np.ndarray:
