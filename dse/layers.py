@@ -18,6 +18,7 @@ import numpy as np
 from dse.atomic import write_atomic
 from dse.allocation import FrontPoint
 from dse.pipeline import ExploreResult
+from dse.render import pyplot
 from models.roles import ROLES
 
 
@@ -62,10 +63,7 @@ def bits_grid(result: ExploreResult, point: FrontPoint) -> BitsGrid:
 
 def plot_bits(grid: BitsGrid, title: str, path: Path) -> Path:
     """Heatmap PNG of the grid: colour = bpw, letter = candidate (legend under the plot)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = grid.letters()
     height = max(2.5, 0.32 * len(grid.layers) + 1.6 + 0.18 * len(keys))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -195,7 +196,8 @@ def totals(rows: Sequence[Measurement]) -> list[Measurement]:
 
 
 def measure_table(s: Scenario, built: Setup, executor: Executor,
-                  on_tensor: Callable[[Tensor], None] | None = None) -> pd.DataFrame:
+                  on_tensor: Callable[[Tensor], None] | None = None,
+                  while_measuring: Callable[[], None] | None = None) -> pd.DataFrame:
     """The (tensor x candidate) table of a scenario, measured by ``executor`` and cached.
 
     One row per tensor and applicable candidate: ``bpw`` [bit/weight], ``total_bits`` [bit],
@@ -204,6 +206,11 @@ def measure_table(s: Scenario, built: Setup, executor: Executor,
     one entry per (tensor, candidate) as each tensor's result arrives, so an interrupted run keeps
     every finished tensor. A tensor is one job for all its candidates still needed (read, or its
     sample drawn, once); a warm tensor is no job at all.
+
+    ``while_measuring`` runs on a background thread of this process from the first finished job
+    (the executor's workers exist by then: no process is forked while it runs) and is joined
+    before returning; a run with no job never calls it. Its exceptions are dropped: it may only
+    prepare what later steps would otherwise do themselves (they then report any failure).
     """
     by_name = {c.name: c for c in s.candidates}
     cache = MeasurementCache(s.cache_dir)
@@ -231,7 +238,11 @@ def measure_table(s: Scenario, built: Setup, executor: Executor,
             job_tensor.append((t, spec, guess, act_hash))
         elif on_tensor:
             on_tensor(t)
+    background: threading.Thread | None = None
     for i, (tensor_hash, fresh) in executor.map_unordered(measure_job, jobs):
+        if background is None and while_measuring is not None:
+            background = threading.Thread(target=_ignoring_errors, args=(while_measuring,), daemon=True)
+            background.start()
         t, spec, guess, act_hash = job_tensor[i]
         if tensor_hash != guess:  # the weights changed: no guessed entry applies (all were measured)
             found[t.name] = {}
@@ -242,6 +253,8 @@ def measure_table(s: Scenario, built: Setup, executor: Executor,
         cache.set_last_hash(spec, t.source_name, tensor_hash, t.fingerprint)
         if on_tensor:
             on_tensor(t)
+    if background is not None:
+        background.join()
     rows = []
     for t in built.tensors:  # fixed order: the table does not depend on completion order
         for name, c in by_name.items():
@@ -257,6 +270,13 @@ def measure_table(s: Scenario, built: Setup, executor: Executor,
                 "prequantized": t.prequantized,
             })
     return pd.DataFrame(rows)
+
+
+def _ignoring_errors(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 (see measure_table: the step that needs it reports the failure)
+        pass
 
 
 def metric_error(stats: ErrorStats, metric: str) -> float:

@@ -24,6 +24,7 @@ from dse.executor import open_executor
 from dse.fit import fit_to_hardware
 from dse.measurement import measure_table
 from dse.output import can_validate, flag_and_filter, output_table, validate
+from dse.render import pyplot
 from dse.scenario import Scenario, ScenarioError
 from dse.setup import Tensor, setup
 
@@ -101,7 +102,7 @@ def explore(s: Scenario, *, jobs: int | None = None, scheduler: str | None = Non
     with open_executor(scheduler or s.scheduler, jobs) as executor:
         if on_executor:
             on_executor(executor.label)
-        table = measure_table(s, built, executor, on_tensor=on_tensor)
+        table = measure_table(s, built, executor, on_tensor=on_tensor, while_measuring=_import_later_steps)
     if s.metric == "output":  # predicted output error: measured gain x squared error
         table = output_table(s, built.tensors, table, s.input_path, jobs=jobs,
                              on_progress=lambda d, n: on_stage and on_stage("sensitivity", d, n))
@@ -140,6 +141,14 @@ def explore(s: Scenario, *, jobs: int | None = None, scheduler: str | None = Non
     return ExploreResult(s, built.tensors, table, tuple(kept), tuple(rows),
                          tuple(replace(p, validation=v) for p, v in zip(uniform, checks[len(front):])),
                          built.skipped_sources, tuple(p for p in points if p not in kept), fitted.excluded)
+
+
+def _import_later_steps() -> None:
+    """What solving (scipy.sparse) and the plots (matplotlib, ~1 s together) import, done while
+    the workers measure and this process would only wait."""
+    import scipy.sparse  # noqa: F401
+
+    pyplot()
 
 
 def _key(p: FrontPoint) -> tuple[tuple[str, str], ...]:

@@ -35,6 +35,17 @@ def console() -> Console:
     return Console(highlight=False, width=width)
 
 
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (PNG files, no display). Imported on first use: it
+    costs ~0.9 s, which runs that draw nothing should not pay."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def print_json(payload: Any) -> None:
     """Write ``payload`` as JSON to stdout; non-finite floats become null (valid JSON)."""
     json.dump(_finite(payload), sys.stdout, indent=2)

@@ -29,7 +29,7 @@ from dse.layers import BitsGrid, bits_grid, plot_bits
 from dse.packing import file_hash
 from dse.pipeline import ExploreResult, bpw_label
 from dse.recommend import decode_units, fmt_measured, recommend, uniform_name, with_alias
-from dse.render import Col, fit_table, fixed, placeholder_lines, short_tensor_names
+from dse.render import Col, fit_table, fixed, placeholder_lines, pyplot, short_tensor_names
 from dse.setup import resolve_hardware
 from hwcost import Hardware
 from quant import parse_candidate
@@ -207,10 +207,7 @@ def plot_front(result: ExploreResult, path: Path, previous: Path | None = None) 
             return path
     except (OSError, UnicodeDecodeError):
         pass  # no usable previous plot: draw it
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     front = sorted(result.front, key=lambda p: p.bpw)

@@ -17,6 +17,7 @@ import numpy as np
 
 from dse.atomic import write_atomic
 from dse.measurement import selected
+from dse.render import pyplot
 from models.source import TensorInfo, WeightSource
 from quant import Candidate, ErrorStats, measure, parse_candidate
 from quant.candidate import resolve_atom
@@ -125,10 +126,7 @@ def plot_sweep(points: Sequence[SweepPoint], path: Path, title: str) -> Path:
     """Gain over the single grid [%] and relative MSE against block size, one line per family."""
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax_gain, ax_err) = plt.subplots(1, 2, figsize=(11, 4.2))
     for family in dict.fromkeys(p.family for p in points):

@@ -4,11 +4,15 @@ any change to the weights (file rewritten, other seed) is measured again, never 
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from safetensors.numpy import save_file
 
 from dse.executor import InProcess
@@ -31,13 +35,14 @@ class CountingExecutor(InProcess):
         return super().map_unordered(fn, jobs)
 
 
-def measured(tmp_path: Path, weights: str, **extra: Any) -> tuple[pd.DataFrame, int]:
+def measured(tmp_path: Path, weights: str, while_measuring: Callable[[], None] | None = None,
+             **extra: Any) -> tuple[pd.DataFrame, int]:
     doc = {"model": {"weights": weights, **extra}, "candidates": {"names": CANDIDATES},
            "hardware": {"preset": "lpddr5x"}, "budgets": {"bpw": [6.0]},
            "output": {"cache_dir": str(tmp_path / "cache")}}
     s = scenario_from_dict(doc, tmp_path / "s.yaml")
     executor = CountingExecutor()
-    table = measure_table(s, setup(s), executor)
+    table = measure_table(s, setup(s), executor, while_measuring=while_measuring)
     return table, len(executor.jobs)
 
 
@@ -52,6 +57,24 @@ def test_a_warm_exact_run_submits_no_job_and_gives_the_same_table(tmp_path):
     warm, warm_jobs = measured(tmp_path, "llama-3.2-1b:synthetic", include="layers\\.0\\.self_attn")
     assert cold_jobs == cold["tensor"].nunique() == 4
     assert warm_jobs == 0
+    pd.testing.assert_frame_equal(cold, warm)
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_work_while_measuring_runs_once_beside_jobs_and_never_on_a_warm_run(tmp_path):
+    """The pipeline's background imports: started with the first job, done before the table is
+    returned, skipped when nothing is measured; a failure there changes nothing."""
+    calls: list[str] = []
+
+    def work() -> None:
+        time.sleep(0.2)  # still running when the last job ends: the join must wait for it
+        calls.append(threading.current_thread().name)
+        raise ImportError("a broken optional install")
+
+    cold, _ = measured(tmp_path, "llama-3.2-1b:synthetic", work, include="layers\\.0\\.self_attn")
+    assert len(calls) == 1 and calls[0] != threading.current_thread().name
+    warm, warm_jobs = measured(tmp_path, "llama-3.2-1b:synthetic", work, include="layers\\.0\\.self_attn")
+    assert warm_jobs == 0 and len(calls) == 1
     pd.testing.assert_frame_equal(cold, warm)
 
 
