@@ -111,7 +111,6 @@ class ErrorStats:
         return 1e6 * _cos_deficit(self.hsum_w2, self.hsum_q2, self.hsum_d2)
 
 
-
 STAT_FIELDS = tuple(f.name for f in fields(ErrorStats))
 """ErrorStats' field names, in order: stats are summed per chunk and combined per sample, where
 calling ``fields()`` each time cost a third of a combine."""
