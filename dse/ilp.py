@@ -243,10 +243,15 @@ def _highspy():
     return highspy
 
 
-def _run_highs(model: _Model, solver: Solver, start: np.ndarray | None) -> _Run:
+def _run_highs(model: _Model, solver: Solver, start: np.ndarray | None, presolve: bool = True) -> _Run:
+    """One HiGHS run. Its claim is checked against its own answer: HiGHS 1.16's presolve, given a
+    starting answer, can return that answer as "optimal" with an objective and bound that belong
+    to no answer (once in 5,500 random MCKPs of 2-4 items checked against brute force; the
+    answer was 0.8 % from the optimum). Such a run is redone without presolve, which solves it."""
     highspy = _highspy()
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
+    h.setOptionValue("presolve", "on" if presolve else "off")
     h.setOptionValue("time_limit", float(solver.time_limit_s))
     h.setOptionValue("mip_rel_gap", float(solver.gap_rel))
     # one thread: reproducible; and HiGHS's scheduler is global, so the runs sweep() starts side
@@ -283,7 +288,22 @@ def _run_highs(model: _Model, solver: Solver, start: np.ndarray | None) -> _Run:
     has = info.primal_solution_status == 2  # kSolutionStatusFeasible
     values = np.array(h.getSolution().col_value) if has else None
     bound = float(info.mip_dual_bound) if math.isfinite(info.mip_dual_bound) else -math.inf
-    return _Run(values, status == highspy.HighsModelStatus.kOptimal, False, bound)
+    proven = status == highspy.HighsModelStatus.kOptimal
+    if presolve and values is not None and not _consistent(model, values, float(info.objective_function_value),
+                                                           bound, proven, solver.gap_rel):
+        return _run_highs(model, solver, start, presolve=False)
+    return _Run(values, proven, False, bound)
+
+
+def _consistent(model: _Model, values: np.ndarray, objective: float, bound: float, proven: bool,
+                gap_rel: float) -> bool:
+    """Whether a solver's answer has the objective it reports and, if called optimal, lies within
+    ``gap_rel`` of its bound (slack: HiGHS's own feasibility and gap tolerances)."""
+    actual = float(model.cost @ values + model.offset)
+    slack = 1e-7 * max(1.0, abs(actual))
+    if abs(actual - objective) > slack:
+        return False
+    return not proven or actual - bound <= gap_rel * abs(actual) + slack
 
 
 def _run_cbc(model: _Model, solver: Solver, start: np.ndarray | None) -> _Run:

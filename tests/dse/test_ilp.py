@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dse import ilp
 from dse.ilp import Answer, InfeasibleBudgetError, Solver, recheck, sweep
 from dse.pareto import lagrangian_hull, pareto_mask, pareto_points, useful_options
 from dse.problem import Problem
@@ -87,6 +88,32 @@ def test_bit_budget_equals_brute_force(seed, items, options, where, solver, cons
     problem = random_problem(seed, items, options, const_bits=const_bits)
     lo, hi = _span(problem)
     _check(problem, lo + where * (hi - lo), solver)
+
+
+def test_highs_claim_of_optimality_is_checked_against_its_answer(monkeypatch):
+    """Found by hypothesis: given the hull's starting answer, HiGHS 1.16 with presolve returned that
+    answer (error 142.89) as optimal, with an objective and bound no answer has; the optimum is 141.72."""
+    problem = random_problem(4662, 4, 4)
+    lo, hi = _span(problem)
+    budget = lo + 0.265625 * (hi - lo)
+    calls = []
+    run = ilp._run_highs
+    monkeypatch.setattr(ilp, "_run_highs", lambda model, solver, start, presolve=True:
+                        calls.append(presolve) or run(model, solver, start, presolve))
+    _check(problem, budget, Solver("highs"))
+    assert calls == [True] or calls[-1] is False  # HiGHS got it right, or it was redone without presolve
+    [answer] = sweep(problem, [budget], solver=Solver("highs"))
+    assert answer.point is not None and answer.point.choice == (2, 1, 1, 1)
+    assert answer.point.error == pytest.approx(141.71819860962592, rel=1e-12)
+
+
+def test_an_answer_unlike_its_claim_is_inconsistent():
+    model = ilp._Model(2, np.array([1.0, 2.0]), 0.5, None, np.zeros(0), np.zeros(0), np.zeros(2), {})
+    x = np.array([0.0, 1.0])  # objective 2.5
+    assert ilp._consistent(model, x, 2.5, 2.5 * (1 - 5e-5), True, 1e-4)
+    assert not ilp._consistent(model, x, 2.48, 2.48, True, 1e-4)  # reported objective is not the answer's
+    assert not ilp._consistent(model, x, 2.5, 2.48, True, 1e-4)  # "optimal" but 0.8 % above its bound
+    assert ilp._consistent(model, x, 2.5, 2.48, False, 1e-4)  # not claimed optimal: a gap is allowed
 
 
 @settings(max_examples=40, deadline=None)
