@@ -39,10 +39,8 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 def write_atomic_chunks(path: Path, chunks: Iterable[bytes]) -> None:
     """Like :func:`write_atomic` for a file too large to hold in memory: ``chunks`` are written in turn."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    fd, tmp = _new_temp(path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as fh:
             for chunk in chunks:
                 fh.write(chunk)
@@ -50,6 +48,22 @@ def write_atomic_chunks(path: Path, chunks: Iterable[bytes]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _new_temp(folder: Path) -> tuple[int, str]:
+    """A new file in ``folder`` (made if missing), opened for writing, with the permissions the
+    umask allows: the kernel applies it to mode 0666 (a measurement cache writes thousands of
+    small entries; tempfile.mkstemp's 0600 would need the umask read and a chmod for each)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    for _ in range(100):
+        tmp = os.path.join(folder, f".tmp-{os.urandom(6).hex()}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            folder.mkdir(parents=True, exist_ok=True)
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(folder))
 
 
 def staging_dir(target: Path) -> Path:
@@ -106,7 +120,7 @@ def locked(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``path`` (created if needed) for the block: concurrent runs
     publishing into one place take turns."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the kernel applies the umask
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
