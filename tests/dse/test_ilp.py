@@ -107,6 +107,18 @@ def test_highs_claim_of_optimality_is_checked_against_its_answer(monkeypatch):
     assert answer.point.error == pytest.approx(141.71819860962592, rel=1e-12)
 
 
+def test_an_inconsistent_run_without_presolve_keeps_its_answer_but_not_its_claims(monkeypatch):
+    problem = random_problem(4662, 4, 4)
+    lo, hi = _span(problem)
+    budget = lo + 0.265625 * (hi - lo)
+    monkeypatch.setattr(ilp, "_consistent", lambda *args: False)
+    [answer] = sweep(problem, [budget], solver=Solver("highs"))
+    exact = brute_force(problem, budget)
+    # no claim survives: the bound is the Lagrangian one, far below, so the gap is stated, not hidden
+    assert answer.status == "gap" and answer.point is not None
+    assert answer.lower <= exact.error * (1 + 1e-9) and answer.gap > 1e-2
+
+
 def test_an_answer_unlike_its_claim_is_inconsistent():
     model = ilp._Model(2, np.array([1.0, 2.0]), 0.5, None, np.zeros(0), np.zeros(0), np.zeros(2), {})
     x = np.array([0.0, 1.0])  # objective 2.5
