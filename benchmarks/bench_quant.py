@@ -6,13 +6,18 @@ Prints three tables (never asserts):
    cast of the same tensor (which does less: no block scales, no error sums);
 2. quantize() + dequantize(): the same, plus the extra memory the pair allocates beyond the
    input (tracemalloc peak, numpy buffers included), in MB and as a multiple of the tensor;
-3. fixed cost per measure() call after the first: a 1x(block) tensor, fastest and median of 1,000 calls.
+3. fixed cost per measure() call after the first: a 1x(block) tensor, fastest and median of 1,000 calls;
+4. peak resident memory above the tensor of measure() and of quantize(), each in a fresh process
+   on a larger tensor (--rss-elements, default 64M weights): the goal is <= the tensor + 256 MB.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import time
 import tracemalloc
 
@@ -61,11 +66,46 @@ def extra_memory(fn) -> int:
     return peak
 
 
+# One case of table 4, run as `python -c` in a fresh process: the peak RSS (VmHWM, reset through
+# /proc/self/clear_refs after the tensor exists and the tables are built) minus the RSS before the call.
+RSS_CASE = """
+import json, sys, numpy as np
+from quant import measure, parse_candidate, quantize
+name, what, elements, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+w = np.random.default_rng(0).standard_normal(elements, dtype=np.float32).reshape(-1, 4096)
+c = parse_candidate(name)
+call = measure if what == "measure" else quantize
+call(w[:64], c)
+open("/proc/self/clear_refs", "w").write("5")
+before = status("VmRSS:")
+out = call(w, c, threads=threads)
+print(json.dumps({"above": status("VmHWM:") - before}))
+"""
+RSS_CANDIDATES = ("E2M1sE4M3@16", "NF4|DD4sUE4M4")
+RSS_GOAL_BYTES = 256 << 20
+
+
+def peak_rss_above(name: str, what: str, elements: int, threads: int) -> int | None:
+    """Bytes of peak RSS above the resident tensor for one measure()/quantize() call, or None where
+    the kernel cannot reset the peak (not Linux)."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        return None
+    run = subprocess.run([sys.executable, "-c", RSS_CASE, name, what, str(elements), str(threads)],
+                         capture_output=True, text=True, check=True)
+    above: int = json.loads(run.stdout)["above"]
+    return above
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="quantizer threads (default: all cores)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--elements", type=int, default=1 << 24)
+    parser.add_argument("--rss-elements", type=int, default=1 << 26, help="tensor size for the memory table")
     args = parser.parse_args()
     threads = args.threads or os.cpu_count()
     console = Console(width=120)
@@ -119,6 +159,19 @@ def main() -> None:
             times.append(time.perf_counter() - start)
         # the fastest call is the cost itself; the median adds what other processes take from this one
         table.add_row(name, f"1x{small.shape[1]}", f"{min(times) * 1e3:.3f}", f"{np.median(times) * 1e3:.3f}")
+    console.print(table)
+
+    tensor_mb = args.rss_elements * 4 / 2**20
+    table = render.table(f"peak RSS above the tensor, {args.rss_elements:,} weights ({tensor_mb:.0f} MiB), "
+                         f"{threads} thread(s), fresh process per call",
+                         ["candidate", "call", "above the tensor [MiB]", "goal <= 256 MiB"])
+    for name in RSS_CANDIDATES:
+        for what in ("measure", "quantize"):
+            above = peak_rss_above(name, what, args.rss_elements, threads)
+            if above is None:
+                table.add_row(name, what, "n/a (needs Linux /proc)", "-")
+                continue
+            table.add_row(name, what, f"{above / 2**20:.0f}", "yes" if above <= RSS_GOAL_BYTES else "NO")
     console.print(table)
 
 
