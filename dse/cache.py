@@ -1,4 +1,6 @@
-"""Measurement cache: one small JSON file per (tensor content, candidate, activations, code version).
+"""Measurement cache: one small JSON file per (tensor content, candidate, activations, code version),
+and the learned grids (DD4) fitted to each whole tensor, which the validation's forward passes
+reuse instead of fitting them again.
 
 Entries are written atomically (temp file + rename in the same directory), so a run killed at
 any point leaves only complete entries, and a restart re-measures only what is missing. Each
@@ -14,6 +16,7 @@ import hashlib
 import json
 import math
 from dataclasses import fields
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +99,24 @@ class MeasurementCache:
         values = ((k, getattr(stats, k)) for k in _STATS_NAMES)  # flat numbers: asdict()'s deep copy costs 4x more
         payload = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values}
         write_atomic(self._path(key), _sealed(key, payload))
+
+    def grids_key(self, tensor_hash: str, candidate: str) -> str:
+        return hashlib.blake2b(f"{CACHE_VERSION}|grids|{tensor_hash}|{candidate}".encode(), digest_size=16).hexdigest()
+
+    def put_grids(self, key: str, grids: Sequence[np.ndarray]) -> None:
+        """A candidate's grids as fitted to a whole tensor (float32 values, stored exactly)."""
+        write_atomic(self.root / "grids" / f"{key}.json", _sealed(key, [np.asarray(g, np.float32).tolist() for g in grids]))
+
+    def get_grids(self, key: str, count: int) -> tuple[np.ndarray, ...] | None:
+        """``count`` stored grids of finite values, or None when absent or damaged (then fitted again)."""
+        body = _unsealed(self.root / "grids" / f"{key}.json", key)
+        if not (isinstance(body, list) and len(body) == count and all(isinstance(g, list) and g for g in body)):
+            return None
+        try:
+            grids = tuple(np.array(g, np.float32) for g in body)
+        except (TypeError, ValueError):
+            return None
+        return grids if all(g.ndim == 1 and np.isfinite(g).all() for g in grids) else None
 
     @staticmethod
     def _last_key(spec: str, tensor: str) -> str:

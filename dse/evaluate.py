@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from dse.atomic import write_atomic
+from dse.cache import MeasurementCache, content_hash
 from dse.sensitivity import model_fingerprint
 from quant.errors import DseError
 
@@ -54,6 +55,8 @@ class _Worker:
 
     model: Any
     prepared: Any
+    cache: MeasurementCache | None
+    """Where the measurement left the learned grids it fitted to each tensor (None: fit them here)."""
     recon: dict[tuple[str, str], tuple[np.ndarray, float]] = field(default_factory=dict)
     recon_bytes: int = 0
 
@@ -61,11 +64,12 @@ class _Worker:
 _STATE: list[_Worker] = []  # the worker's state (one entry once initialized)
 
 
-def _init_worker(spec: str, texts: tuple[str, ...]) -> None:
+def _init_worker(spec: str, texts: tuple[str, ...], cache_root: Path | None) -> None:
     from models.forward import open_output_model
 
     model = open_output_model(spec)
-    _STATE[:] = [_Worker(model, model.prepare(texts, "held_out"))]
+    cache = None if cache_root is None else MeasurementCache(cache_root)
+    _STATE[:] = [_Worker(model, model.prepare(texts, "held_out"), cache)]
 
 
 def _reconstruct(worker: _Worker, tensor: str, candidate: str) -> tuple[np.ndarray, float]:
@@ -77,7 +81,10 @@ def _reconstruct(worker: _Worker, tensor: str, candidate: str) -> tuple[np.ndarr
         return hit
     c = parse_candidate(candidate)
     w = worker.model.reference_weight(tensor)
-    q = quantize(w, c, name=tensor, threads=1)
+    grids = None
+    if worker.cache is not None and c.learned and not c.act_weighted:  # the grids measure_table fitted, if any
+        grids = worker.cache.get_grids(worker.cache.grids_key(content_hash(w), candidate), len(c.atoms))
+    q = quantize(w, c, name=tensor, threads=1, grids=grids)
     out = (dequantize(q), c.bits(w.size, int(q.sparse_index.size)).total_bits)
     if worker.recon_bytes + out[0].nbytes <= _RECONSTRUCTION_BUDGET_BYTES:
         worker.recon[(tensor, candidate)] = out
@@ -113,7 +120,9 @@ def evaluate_assignments(spec: str, assignments: Sequence[Mapping[str, str]], te
         spec: weight source with a forward pass (:func:`models.forward.open_output_model`).
         assignments: tensor -> candidate name, one mapping per point.
         texts: the text set (default: the built-in held-out sentences).
-        cache_root: cache directory (entries in ``<cache_root>/evaluations``); None: no cache.
+        cache_root: cache directory (entries in ``<cache_root>/evaluations``; the learned grids
+            a measurement fitted to a whole tensor are read from there too, not fitted again);
+            None: no cache.
         jobs: worker processes (default: all cores, at most one per uncached assignment).
         on_done: progress callback ``(done, total)``.
     """
@@ -146,13 +155,13 @@ def evaluate_assignments(spec: str, assignments: Sequence[Mapping[str, str]], te
 
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
     if todo and jobs == 1:
-        _init_worker(spec, texts)
+        _init_worker(spec, texts, cache_root)
         for i in todo:
             store(i, _evaluate_one(dict(assignments[i])))
         _STATE.clear()
     elif todo:
         # contiguous slices per worker: neighbouring front points share most reconstructions
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(spec, texts)) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(spec, texts, cache_root)) as pool:
             for i, evaluation in zip(todo, pool.map(_evaluate_one, [dict(assignments[i]) for i in todo],
                                                     chunksize=max(1, len(todo) // jobs))):
                 store(i, evaluation)

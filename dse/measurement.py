@@ -26,7 +26,7 @@ from models.activations import load_activations
 from models.sampling import SampledStats, sample_tensor
 from models.source import TensorInfo, WeightSource
 from models.sources import open_source
-from quant import Candidate, ErrorStats, measure, parse_candidate
+from quant import Candidate, ErrorStats, fit_grids, measure, parse_candidate
 from quant.errors import DseError
 from quant.metrics import activation_weights
 
@@ -50,7 +50,8 @@ def stats_record(stats: ErrorStats, columns: Sequence[str]) -> dict[str, Any]:
 
 def measure_tensor(source: WeightSource, info: TensorInfo, candidates: Sequence[Candidate], *,
                    act: np.ndarray | None = None, sample_fraction: float | None = None, threads: int | None = None,
-                   weights: np.ndarray | None = None) -> list[tuple[ErrorStats, SampledStats | None]]:
+                   weights: np.ndarray | None = None,
+                   fitted: dict[str, tuple[np.ndarray, ...]] | None = None) -> list[tuple[ErrorStats, SampledStats | None]]:
     """Each candidate's error on one tensor: (stats, None) when exact, (estimate, replicates) when sampled.
 
     Args:
@@ -58,12 +59,20 @@ def measure_tensor(source: WeightSource, info: TensorInfo, candidates: Sequence[
         sample_fraction: None measures every row; a fraction in (0, 1] estimates from a seeded
             sample of row groups (:func:`models.sampling.sample_tensor`).
         weights: the tensor when the caller has loaded it already (exact mode).
+        fitted: exact mode: filled with the learned grids fitted to the whole tensor, by candidate
+            name (those that ignore the activations: ``quantize()`` without them fits the same).
     """
     if sample_fraction is not None:
         return [(e.estimate, e) for e in sample_tensor(source, info, candidates, sample_fraction, act=act,
                                                        threads=threads)]
     w = source.load(info.name) if weights is None else weights
-    return [(measure(w, c, act=act, name=info.name, threads=threads), None) for c in candidates]
+    out: list[tuple[ErrorStats, SampledStats | None]] = []
+    for c in candidates:
+        grids = None
+        if fitted is not None and c.learned and not c.act_weighted:
+            grids = fitted[c.name] = fit_grids(w, c, act=act, name=info.name, threads=threads)
+        out.append((measure(w, c, act=act, name=info.name, threads=threads, grids=grids), None))
+    return out
 
 
 @dataclass(frozen=True)
@@ -239,7 +248,7 @@ def measure_table(s: Scenario, built: Setup, executor: Executor,
         elif on_tensor:
             on_tensor(t)
     background: threading.Thread | None = None
-    for i, (tensor_hash, fresh) in executor.map_unordered(measure_job, jobs):
+    for i, (tensor_hash, fresh, fitted) in executor.map_unordered(measure_job, jobs):
         if background is None and while_measuring is not None:
             background = threading.Thread(target=_ignoring_errors, args=(while_measuring,), daemon=True)
             background.start()
@@ -250,6 +259,8 @@ def measure_table(s: Scenario, built: Setup, executor: Executor,
             stats = ErrorStats(**stats_dict)
             cache.put(cache.key(tensor_hash, name, act_hash), stats)
             found[t.name][name] = stats
+        for name, grids in fitted.items():
+            cache.put_grids(cache.grids_key(tensor_hash, name), grids)
         cache.set_last_hash(spec, t.source_name, tensor_hash, t.fingerprint)
         if on_tensor:
             on_tensor(t)
@@ -296,13 +307,14 @@ def sample_key(fingerprint: str, shape: tuple[int, int], fraction: float) -> str
 
 def measure_job(spec: str, source_name: str, candidates: Sequence[str], act: np.ndarray | None,
                 sample_fraction: float | None, guess: str | None,
-                cached: Sequence[str]) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+                cached: Sequence[str]) -> tuple[str, list[tuple[str, dict[str, Any]]], dict[str, tuple[np.ndarray, ...]]]:
     """One tensor's measurement job (runs in a worker process, local or on a Dask cluster).
 
     Opens the source itself (:func:`open_source_cached`) and reads the one tensor. ``cached``
     candidates are skipped when the tensor's hash equals ``guess`` (the client holds their
     results); otherwise every candidate is measured. A sampled tensor's hash is the client's ``guess`` (its sample
-    key). Returns the tensor's cache hash and the fresh (candidate, ErrorStats fields) pairs.
+    key). Returns the tensor's cache hash, the fresh (candidate, ErrorStats fields) pairs and,
+    in exact mode, the learned grids fitted to the tensor (:func:`measure_tensor`'s ``fitted``).
     """
     source = open_source_cached(spec)
     info = next(i for i in source.infos() if i.name == source_name)
@@ -314,9 +326,10 @@ def measure_job(spec: str, source_name: str, candidates: Sequence[str], act: np.
         assert guess is not None, "a sampled job carries its sample key"
         tensor_hash = guess
     missing = [n for n in candidates if tensor_hash != guess or n not in cached]
+    fitted: dict[str, tuple[np.ndarray, ...]] = {}
     fresh = measure_tensor(source, info, [parse_candidate(n) for n in missing], act=act,
-                           sample_fraction=sample_fraction, threads=1, weights=w) if missing else []
-    return tensor_hash, [(n, stats.__dict__) for n, (stats, _) in zip(missing, fresh, strict=True)]
+                           sample_fraction=sample_fraction, threads=1, weights=w, fitted=fitted) if missing else []
+    return tensor_hash, [(n, stats.__dict__) for n, (stats, _) in zip(missing, fresh, strict=True)], fitted
 
 
 def open_source_cached(spec: str, shape: tuple[int, int] = (4096, 4096), seed: int = 0) -> WeightSource:

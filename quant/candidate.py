@@ -280,6 +280,11 @@ class Candidate:
         return self.target / _target(self.atoms[index], self.signed)
 
     @property
+    def learned(self) -> bool:
+        """Some grid is fitted to each tensor (DDn)."""
+        return any(a.kind is AtomKind.LEARNED for a in self.atoms)
+
+    @property
     def lut_width_bits(self) -> int:
         """Bits per stored LUT level (float32 when no LUT output format is given)."""
         return 32 if self.lut_format is None else self.lut_format.code_bits

@@ -191,8 +191,7 @@ def _recipe(c: Candidate) -> _Recipe:
         # Leave room for x1.5 scales: the largest power of two <= max/1.5 (E4M3: 256, as the
         # Four-over-Six NVFP4 recipe, mit-han-lab/fouroversix E4M3_MAX_FOUROVERSIX).
         top = 2.0 ** math.floor(math.log2(top / 1.5))
-    return _Recipe(grids, _tables(grids), trials, outlier_factor, c.target * top,
-                   any(a.kind is AtomKind.LEARNED for a in c.atoms))
+    return _Recipe(grids, _tables(grids), trials, outlier_factor, c.target * top, c.learned)
 
 
 def fixed_grid(c: Candidate, k: int) -> np.ndarray:
@@ -706,13 +705,14 @@ def measure(
 
 
 def quantize(w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = None, name: str = "tensor",
-             threads: int | None = None) -> QuantizedTensor:
+             threads: int | None = None, grids: tuple[np.ndarray, ...] | None = None) -> QuantizedTensor:
     """Quantize ``w`` (out, in) to codes, block scales, grid selections and sparse entries.
 
     Chunked and threaded like :func:`measure`; beyond the outputs (codes 1 or 2 bytes per
-    weight, one scale and grid byte per block) it holds only the chunks in flight.
+    weight, one scale and grid byte per block) it holds only the chunks in flight. ``grids``: as
+    in :func:`measure` (default: fit learned grids to ``w``).
     """
-    w, h, plan = _prepare(w, candidate, act, name, threads)
+    w, h, plan = _prepare(w, candidate, act, name, threads, grids)
     rows, cols = w.shape
     n_blocks = cols // plan.block
     codes = np.empty((rows, cols), code_dtype(plan.grids))
