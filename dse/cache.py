@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import fields
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
