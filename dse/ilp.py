@@ -314,7 +314,9 @@ def _run_cbc(model: _Model, solver: Solver, start: np.ndarray | None) -> _Run:
 
     prob = pulp.LpProblem("mckp", pulp.LpMinimize)
     n = model.a.shape[1]
-    cols = [prob.add_variable(f"v{j}", model.col_lo[j], 1, cat=pulp.LpBinary) for j in range(n)]
+    # LpInteger on [col_lo, 1], not LpBinary: PuLP resets a binary's bounds to [0, 1], which drops
+    # the lower bound 1 of a unit a fixed item builds anyway (a 0/1 integer is written as binary)
+    cols = [prob.add_variable(f"v{j}", model.col_lo[j], 1, cat=pulp.LpInteger) for j in range(n)]
     prob.setObjective(pulp.LpAffineExpression(zip(cols, model.cost.tolist()), constant=model.offset))
     a = model.a.tocsr()
     for r in range(a.shape[0]):

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dse import ilp
@@ -142,6 +142,9 @@ def test_energy_cap_equals_brute_force(seed, items, options, where, tight, solve
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 10_000), st.floats(0.2, 1.0), st.sampled_from([0.15, 0.35, 0.65]), st.sampled_from(SOLVERS),
        st.booleans())
+# Found by hypothesis: PuLP reset the lower bound 1 of a unit a fixed item builds anyway (LpBinary
+# means [0, 1]), so CBC left that unit's area out; the tightened re-solve was infeasible.
+@example(seed=1126, where=0.9375, area=0.35, solver=Solver("cbc"), with_energy=False)
 def test_area_and_energy_caps_equal_brute_force(seed, where, area, solver, with_energy):
     problem = random_problem(seed, 3, 4, units=3)
     lo, hi = _span(problem)
