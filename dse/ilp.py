@@ -494,13 +494,13 @@ def _solve_capped(problem: Problem, caps: Caps, solver: Solver, mask: np.ndarray
     best: np.ndarray | None = None
     bound = -math.inf
     proven = False
+    infeasible = False
     for attempt in range(5):
         run = _run(model, solver, warm)
-        if run.infeasible:
-            return _Solved(None, upper, infeasible=not math.isfinite(upper))
         if attempt == 0:  # a tightened model's bound says nothing about the original one
-            bound = (run.bound - tie_max) * scale
-        if run.values is None:
+            bound = (run.bound - tie_max) * scale  # infeasible: inf, nothing better than upper
+            infeasible = run.infeasible
+        if run.values is None:  # infeasible, or nothing found: the starting answer still stands
             break
         choice = fixed.copy()
         x = run.values[: model.n_x]
@@ -520,7 +520,7 @@ def _solve_capped(problem: Problem, caps: Caps, solver: Solver, mask: np.ndarray
     lower_err = max(lower, min(upper, bound))
     if start is not None and (best is None or cost[rows, start].sum() < cost[rows, best].sum()):
         best, proven = start, False
-    return _Solved(best, lower_err, proven=proven)
+    return _Solved(best, lower_err, infeasible=best is None and infeasible, proven=proven)
 
 
 def _answer_note(status: str, gap: float, solver: Solver) -> str:

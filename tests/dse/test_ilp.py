@@ -119,6 +119,30 @@ def test_an_inconsistent_run_without_presolve_keeps_its_answer_but_not_its_claim
     assert answer.lower <= exact.error * (1 + 1e-9) and answer.gap > 1e-2
 
 
+def test_an_infeasible_tightened_resolve_keeps_the_starting_answer(monkeypatch):
+    """The solver's answer overshoots the budget in numpy, the tightened model is infeasible: the
+    starting answer (meeting the budget) is the answer, labelled with its gap, not 'infeasible'."""
+    problem = random_problem(0, 4, 5)
+    lo, hi = _span(problem)
+    budget = lo + 0.5 * (hi - lo)
+    run, calls = ilp._run, []
+
+    def overshoot_then_infeasible(model, solver, start):
+        calls.append(start)
+        if len(calls) == 1:  # the answer without the bit budget: over it
+            loose = model.row_hi.copy()
+            loose[model.rows["bits"]] = 1e9
+            return run(replace(model, row_hi=loose), solver, start)
+        return ilp._Run(None, False, True, math.inf)
+
+    monkeypatch.setattr(ilp, "_run", overshoot_then_infeasible)
+    [answer] = sweep(problem, [budget], solver=Solver("highs"))
+    assert len(calls) == 2 and calls[0] is not None
+    expected = brute_force(problem, budget)
+    assert answer.status == "gap" and answer.point is not None and answer.point.budget_bpw <= budget
+    assert answer.lower <= expected.error <= answer.point.error
+
+
 def test_an_answer_unlike_its_claim_is_inconsistent():
     model = ilp._Model(2, np.array([1.0, 2.0]), 0.5, None, np.zeros(0), np.zeros(0), np.zeros(2), {})
     x = np.array([0.0, 1.0])  # objective 2.5
