@@ -463,6 +463,8 @@ class _Solved:
     infeasible: bool = False
     proven: bool = False
     """The solver proved ``choice`` within its gap tolerance (CBC states no bound when it does)."""
+    overshot: bool = False
+    """The solver's answers broke a cap when recomputed, and tightening found none within it."""
 
 
 def _solve_capped(problem: Problem, caps: Caps, solver: Solver, mask: np.ndarray, cost: np.ndarray,
@@ -494,7 +496,7 @@ def _solve_capped(problem: Problem, caps: Caps, solver: Solver, mask: np.ndarray
     best: np.ndarray | None = None
     bound = -math.inf
     proven = False
-    infeasible = False
+    infeasible = tightened = False
     for attempt in range(5):
         run = _run(model, solver, warm)
         if attempt == 0:  # a tightened model's bound says nothing about the original one
@@ -515,12 +517,13 @@ def _solve_capped(problem: Problem, caps: Caps, solver: Solver, mask: np.ndarray
         for name, excess in over.items():  # beyond the solver's tolerance, growing each time
             r = model.rows[name]
             model.row_hi[r] = model.row_hi[r] - 2 * excess - 1e-7 * 10**attempt
-        warm = None
+        warm, tightened = None, True
     # every answer better than upper lies inside the mask, so the restricted bound holds up to upper
     lower_err = max(lower, min(upper, bound))
     if start is not None and (best is None or cost[rows, start].sum() < cost[rows, best].sum()):
         best, proven = start, False
-    return _Solved(best, lower_err, infeasible=best is None and infeasible, proven=proven)
+    return _Solved(best, lower_err, infeasible=best is None and infeasible, proven=proven,
+                   overshot=best is None and tightened)
 
 
 def _answer_note(status: str, gap: float, solver: Solver) -> str:
@@ -622,6 +625,8 @@ def _solve_budget(problem: Problem, caps: Caps, solver: Solver, bounds: _Bounds,
                            lower, scale)
     if solved.choice is None:
         why = ("no assignment meets every cap at this budget" if solved.infeasible else
+               "the solver's answers broke a cap by its rounding tolerance when recomputed, and with the cap "
+               "tightened it found none within it (relax the budget or cap slightly)" if solved.overshot else
                f"no answer found in {solver.time_limit_s:g} s (raise solver.time_limit_s)")
         return Answer(caps.bpw, "infeasible", None, math.nan, solved.lower, why)
     point = problem.evaluate(solved.choice)

@@ -143,6 +143,29 @@ def test_an_infeasible_tightened_resolve_keeps_the_starting_answer(monkeypatch):
     assert answer.lower <= expected.error <= answer.point.error
 
 
+def test_a_budget_whose_tightened_resolves_find_nothing_says_so(monkeypatch):
+    """No starting answer, the solver's answer overshoots, the tightened model is infeasible: no
+    point, and the note says what happened (not "raise the time limit", which would not help)."""
+    problem = random_problem(0, 4, 5)
+    lo, hi = _span(problem)
+    budget = lo + 0.5 * (hi - lo)
+    run, calls = ilp._run, []
+
+    def overshoot_then_infeasible(model, solver, start):
+        calls.append(start)
+        if len(calls) == 1:
+            loose = model.row_hi.copy()
+            loose[model.rows["bits"]] = 1e9
+            return run(replace(model, row_hi=loose), solver, start)
+        return ilp._Run(None, False, True, math.inf)
+
+    monkeypatch.setattr(ilp, "_incumbent", lambda *args: None)
+    monkeypatch.setattr(ilp, "_run", overshoot_then_infeasible)
+    [answer] = sweep(problem, [budget], solver=Solver("highs"))
+    assert len(calls) == 2 and answer.status == "infeasible" and answer.point is None
+    assert "tightened" in answer.note and "time_limit" not in answer.note
+
+
 def test_an_answer_unlike_its_claim_is_inconsistent():
     model = ilp._Model(2, np.array([1.0, 2.0]), 0.5, None, np.zeros(0), np.zeros(0), np.zeros(2), {})
     x = np.array([0.0, 1.0])  # objective 2.5
