@@ -119,36 +119,11 @@ def test_an_inconsistent_run_without_presolve_keeps_its_answer_but_not_its_claim
     assert answer.lower <= exact.error * (1 + 1e-9) and answer.gap > 1e-2
 
 
-def test_an_infeasible_tightened_resolve_keeps_the_starting_answer(monkeypatch):
-    """The solver's answer overshoots the budget in numpy, the tightened model is infeasible: the
-    starting answer (meeting the budget) is the answer, labelled with its gap, not 'infeasible'."""
+def _overshoot_then_infeasible(monkeypatch):
+    """A problem, a budget, and a solver stand-in whose first answer ignores the bit budget (so
+    it overshoots) and whose every later, tightened run is infeasible; ``calls`` logs the starts."""
     problem = random_problem(0, 4, 5)
     lo, hi = _span(problem)
-    budget = lo + 0.5 * (hi - lo)
-    run, calls = ilp._run, []
-
-    def overshoot_then_infeasible(model, solver, start):
-        calls.append(start)
-        if len(calls) == 1:  # the answer without the bit budget: over it
-            loose = model.row_hi.copy()
-            loose[model.rows["bits"]] = 1e9
-            return run(replace(model, row_hi=loose), solver, start)
-        return ilp._Run(None, False, True, math.inf)
-
-    monkeypatch.setattr(ilp, "_run", overshoot_then_infeasible)
-    [answer] = sweep(problem, [budget], solver=Solver("highs"))
-    assert len(calls) == 2 and calls[0] is not None
-    expected = brute_force(problem, budget)
-    assert answer.status == "gap" and answer.point is not None and answer.point.budget_bpw <= budget
-    assert answer.lower <= expected.error <= answer.point.error
-
-
-def test_a_budget_whose_tightened_resolves_find_nothing_says_so(monkeypatch):
-    """No starting answer, the solver's answer overshoots, the tightened model is infeasible: no
-    point, and the note says what happened (not "raise the time limit", which would not help)."""
-    problem = random_problem(0, 4, 5)
-    lo, hi = _span(problem)
-    budget = lo + 0.5 * (hi - lo)
     run, calls = ilp._run, []
 
     def overshoot_then_infeasible(model, solver, start):
@@ -159,8 +134,26 @@ def test_a_budget_whose_tightened_resolves_find_nothing_says_so(monkeypatch):
             return run(replace(model, row_hi=loose), solver, start)
         return ilp._Run(None, False, True, math.inf)
 
-    monkeypatch.setattr(ilp, "_incumbent", lambda *args: None)
     monkeypatch.setattr(ilp, "_run", overshoot_then_infeasible)
+    return problem, lo + 0.5 * (hi - lo), calls
+
+
+def test_an_infeasible_tightened_resolve_keeps_the_starting_answer(monkeypatch):
+    """The solver's answer overshoots the budget in numpy, the tightened model is infeasible: the
+    starting answer (meeting the budget) is the answer, labelled with its gap, not 'infeasible'."""
+    problem, budget, calls = _overshoot_then_infeasible(monkeypatch)
+    [answer] = sweep(problem, [budget], solver=Solver("highs"))
+    assert len(calls) == 2 and calls[0] is not None
+    expected = brute_force(problem, budget)
+    assert answer.status == "gap" and answer.point is not None and answer.point.budget_bpw <= budget
+    assert answer.lower <= expected.error <= answer.point.error
+
+
+def test_a_budget_whose_tightened_resolves_find_nothing_says_so(monkeypatch):
+    """No starting answer, the solver's answer overshoots, the tightened model is infeasible: no
+    point, and the note says what happened (not "raise the time limit", which would not help)."""
+    problem, budget, calls = _overshoot_then_infeasible(monkeypatch)
+    monkeypatch.setattr(ilp, "_incumbent", lambda *args: None)
     [answer] = sweep(problem, [budget], solver=Solver("highs"))
     assert len(calls) == 2 and answer.status == "infeasible" and answer.point is None
     assert "tightened" in answer.note and "time_limit" not in answer.note
