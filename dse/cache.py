@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from dse.atomic import write_atomic
 
-from quant.metrics import ErrorStats
+from quant.metrics import STAT_FIELDS, ErrorStats
 
 # Bump when a change to quant/ alters measured numbers: old entries are then ignored.
 CACHE_VERSION = "sop-dse-measure-2"
@@ -64,8 +63,7 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-_STATS_NAMES = tuple(f.name for f in fields(ErrorStats))  # in declaration order, as asdict() gives them
-_STATS_FIELDS = set(_STATS_NAMES)
+_STATS_FIELDS = set(STAT_FIELDS)
 
 
 class MeasurementCache:
@@ -84,7 +82,7 @@ class MeasurementCache:
     def get(self, key: str) -> ErrorStats | None:
         """The entry, or None when it is absent or fails its check (then it is measured again)."""
         data = _unsealed(self._path(key), key)
-        if not isinstance(data, dict) or set(data) != set(_STATS_FIELDS):
+        if not isinstance(data, dict) or set(data) != _STATS_FIELDS:
             return None
         values = {k: (math.nan if v is None else v) for k, v in data.items()}
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values.values()):
@@ -96,7 +94,7 @@ class MeasurementCache:
         return stats
 
     def put(self, key: str, stats: ErrorStats) -> None:
-        values = ((k, getattr(stats, k)) for k in _STATS_NAMES)  # flat numbers: asdict()'s deep copy costs 4x more
+        values = ((k, getattr(stats, k)) for k in STAT_FIELDS)  # flat numbers: asdict()'s deep copy costs 4x more
         payload = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values}
         write_atomic(self._path(key), _sealed(key, payload))
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from models.source import RowSource, TensorInfo, WeightSource
 from models.synthetic import ROW_GROUP_ROWS, name_key
-from quant import AtomKind, Candidate, ErrorStats, fit_grids, measure
+from quant import Candidate, ErrorStats, fit_grids, measure
 from quant.metrics import STAT_FIELDS
 
 REPLICATES = 10
@@ -146,7 +146,7 @@ def sample_tensor(
     out = []
     for c in candidates:
         grids = None
-        if any(a.kind is AtomKind.LEARNED for a in c.atoms):
+        if c.learned:
             grids = fit_grids(sample, c, act=act, name=info.name, threads=threads)
         run = functools.partial(measure, candidate=c, act=act, name=info.name, threads=threads, grids=grids)
         alone = run(anchor)
