@@ -20,19 +20,20 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
-from quant import ggml
+from quant import ggml, kernels
 from quant._allocator import keep_chunks_in_heap
 from quant.candidate import Candidate, ScaleRule, TensorScale
 from quant.errors import WeightError
 from quant.formats import AtomKind
 from quant.learned import Histogram, lloyd
-from quant.lookup import LookupTable, Rounding, lookup_table, rounding_thresholds
+from quant.lookup import LookupTable, Rounding, grid_stack, lookup_table, rounding_thresholds
 from quant.lutformat import decoded_levels, refine_on_samples, store_levels
 from quant.metrics import ErrorStats, chunk_stats
+
 
 keep_chunks_in_heap()
 
@@ -147,6 +148,9 @@ def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads:
     if fitted is None and recipe.learned:
         plan = _fit_learned(w, plan, threads)
     return plan
+
+
+_NO_WEIGHTS = np.empty((0, 0), np.float32)  # h for kernels.block_errors when there is none
 
 
 def _err_unit(amax: float) -> np.float32:
@@ -300,7 +304,10 @@ def _block_scales(blocks: np.ndarray, plan: _Plan, axis: int = 0) -> list[np.nda
     n_blocks = blocks.shape[1 - axis]
     if plan.layer_scale is not None:
         return [np.full(n_blocks, plan.layer_scale, np.float32)]
-    if c.signed:
+    if axis == 1:  # short rows: one compiled pass instead of numpy's slow per-row reductions
+        amax, negative = np.empty(n_blocks, np.float32), np.zeros(n_blocks, bool)
+        kernels.block_extremes(blocks, c.signed, amax, negative)
+    elif c.signed:
         hi, lo = blocks.max(axis=axis), blocks.min(axis=axis)
         negative = -lo > hi  # ties keep the positive extreme
         amax = np.where(negative, -lo, hi)
@@ -312,6 +319,14 @@ def _block_scales(blocks: np.ndarray, plan: _Plan, axis: int = 0) -> list[np.nda
         s = _round_scales(real, amax, c, plan.tensor_factor, factor, rounding)
         out.append(np.where(negative, -s, s) if c.signed else s)
     return out
+
+
+def _scaled_codes(blocks: np.ndarray, divisor: np.ndarray, table: LookupTable, out: np.ndarray) -> None:
+    """out[i, j] = table.index(blocks[i, j] / divisor[i]) for (n, B) row-order blocks, in one pass."""
+    if table.bucket_index is None:
+        out[...] = table.index(blocks / divisor[:, None])
+    else:
+        kernels.scaled_codes(blocks, divisor, table.shift, table.bucket_threshold, table.bucket_index, out)
 
 
 def _divisor(full: np.ndarray) -> np.ndarray:
@@ -359,17 +374,49 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
     )
 
 
-def _grid_error(table: LookupTable, y: np.ndarray, full: np.ndarray, blocks: np.ndarray, h: np.ndarray | None,
-                unit: np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """One grid on normalised ``y`` at effective scales ``full``: (w_hat, per-block error)."""
-    w_hat = table.round(y)
-    w_hat *= full
-    return w_hat, _block_error(w_hat, blocks, h, unit)
+def _block_errors(table: LookupTable, blocks: np.ndarray, divisor: np.ndarray, full: np.ndarray,
+                  h: np.ndarray | None, unit: np.float32) -> np.ndarray:
+    """(n_blocks,) error of each block of (B, n_blocks) ``blocks`` rounded onto one grid
+    (y = blocks / ``divisor``, at effective scales ``full``), as :func:`_block_error` computes it."""
+    if table.bucket_value is None:  # no bucket table (levels too close): numpy's binary search
+        w_hat = table.round(blocks / divisor)
+        w_hat *= full
+        return _block_error(w_hat, blocks, h, unit)
+    err = np.empty(blocks.shape[1], np.float32)
+    kernels.block_errors(blocks, divisor, full, table.shift, table.bucket_threshold, table.bucket_value,
+                         _NO_WEIGHTS if h is None else h, unit, h is not None, err)
+    return err
+
+
+def _round_chosen(tables: tuple[LookupTable, ...], blocks: np.ndarray, divisor: np.ndarray, full: np.ndarray, grid: np.ndarray, *,
+                  w_hat: bool = True, codes: bool = False) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(w_hat, codes) of (B, n_blocks) ``blocks`` rounded onto each block's grid ``grid``
+    (n_blocks,) uint8: y = blocks / ``divisor``, w_hat at effective scales ``full``. Each only if
+    asked for, else None."""
+    stack = grid_stack(tables)
+    if stack is None:  # a grid without bucket table: numpy, grid by grid
+        y = blocks / divisor
+        hat = codes_out = None
+        for k, table in enumerate(tables):
+            mine = grid == k
+            if w_hat:
+                hat = np.where(mine, table.round(y) * full, np.float32(0) if hat is None else hat)
+            if codes:
+                codes_out = np.where(mine, table.index(y), np.uint16(0) if codes_out is None else codes_out)
+        return hat, codes_out
+    hat_out = np.empty(blocks.shape if w_hat else (0, 0), np.float32)
+    codes_out = np.empty(blocks.shape if codes else (0, 0), np.uint16)
+    kernels.round_chosen(blocks, divisor, full, grid, stack.buckets, stack.shift, stack.threshold, stack.value,
+                         stack.index, hat_out, codes_out, w_hat, codes)
+    return hat_out if w_hat else None, codes_out if codes else None
 
 
 def _block_error(w_hat: np.ndarray, blocks: np.ndarray, h: np.ndarray | None, unit: np.float32) -> np.ndarray:
     """(h-weighted) squared error of each block in units of ``unit**-2``: (n_blocks,)."""
-    error: np.ndarray = _residual_score(blocks, w_hat, h, unit).sum(axis=0)
+    score = _residual_score(blocks, w_hat, h, unit)
+    # summed row after row (as kernels.block_errors): numpy's sum over axis 0 is that,
+    # except for a single block, which it sums pairwise
+    error: np.ndarray = score.sum(axis=0) if score.shape[1] > 1 else np.cumsum(score, axis=0)[-1]
     return error
 
 
@@ -378,44 +425,36 @@ def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
     """Every scale trial x grid; per block the lowest (h-weighted) error. Returns (chunk, errors);
     errors are None when there is a single trial and grid and no OPQ needs them."""
     trials = _block_scales(blocks, plan)
-    single = len(trials) * len(plan.tables) == 1
-    best: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # w_hat, scale, grid of the best so far
-    best_err = None
-    best_y = None  # only codes need the winner's y; the errors need w_hat alone
-    for s in trials:
+    if len(trials) * len(plan.tables) == 1 and plan.outlier_factor is None:  # nothing to compare
+        s = trials[0]
         full = s * plan.tensor_factor  # float32 product: the decoder's effective scale
-        y = blocks / _divisor(full)
-        if single and plan.outlier_factor is None:  # nothing to compare
-            grid = np.zeros(s.shape, np.uint8)
-            if want_codes and plan.residual_cut is None:  # codes alone: no reconstruction needed
-                return _Chunk(None, plan.tables[0].index(y), grid, s, None), None
-            w_hat, codes = plan.tables[0].round_index(y) if want_codes else (plan.tables[0].round(y), None)
-            w_hat *= full
-            return _Chunk(w_hat, codes, grid, s, None), None
+        grid = np.zeros(s.shape, np.uint8)
+        codes_only = want_codes and plan.residual_cut is None  # no reconstruction needed
+        w_hat, codes = _round_chosen(plan.tables, blocks, _divisor(full), full, grid, w_hat=not codes_only, codes=want_codes)
+        return _Chunk(w_hat, codes, grid, s, None), None
+    # Errors of every trial x grid first; then one pass rounds each block onto its winner.
+    best_err = best_s = best_grid = None
+    for s in trials:
+        full = s * plan.tensor_factor
+        divisor = _divisor(full)
         for k, table in enumerate(plan.tables):
-            w_hat, err = _grid_error(table, y, full, blocks, h, plan.err_unit)
-            if best is None or best_err is None:
+            err = _block_errors(table, blocks, divisor, full, h, plan.err_unit)
+            if best_err is None or best_s is None or best_grid is None:
                 # the first trial's first grid (k = 0); np.zeros costs ~1 us less than np.full
-                best, best_err = (w_hat, s, np.zeros(s.shape, np.uint8)), err
-                best_y = y if want_codes else None
+                best_err, best_s, best_grid = err, s, np.zeros(s.shape, np.uint8)
                 continue
             better = err < best_err
-            # no np.where (~2.5 us each) between equal arrays: the grids of one trial share its s and y,
+            # no np.where (~2.5 us each) between equal arrays: the grids of one trial share its s,
             # and every block of a single grid picks grid 0
-            best_w_hat, best_s, best_grid = best
-            best = (np.where(better, w_hat, best_w_hat), best_s if s is best_s else np.where(better, s, best_s),
-                    best_grid if len(plan.tables) == 1 else np.where(better, np.uint8(k), best_grid))
+            if s is not best_s:
+                best_s = np.where(better, s, best_s)
+            if len(plan.tables) > 1:
+                best_grid = np.where(better, np.uint8(k), best_grid)
             best_err = np.where(better, err, best_err)
-            if best_y is not None and y is not best_y:
-                best_y = np.where(better, y, best_y)
-    assert best is not None
-    w_hat, s, grid = best
-    codes = None
-    if best_y is not None:
-        codes = plan.tables[0].index(best_y)
-        for k in range(1, len(plan.tables)):
-            codes = np.where(grid == k, plan.tables[k].index(best_y), codes)
-    return _Chunk(w_hat, codes, grid, s, None), best_err
+    assert best_s is not None and best_grid is not None
+    full = best_s * plan.tensor_factor
+    w_hat, codes = _round_chosen(plan.tables, blocks, _divisor(full), full, best_grid, codes=want_codes)
+    return _Chunk(w_hat, codes, best_grid, best_s, None), best_err
 
 
 def _finish(blocks: np.ndarray, chunk: _Chunk, plan: _Plan, h: np.ndarray | None) -> np.ndarray | None:
@@ -576,7 +615,7 @@ def _lloyd_rounds(w: np.ndarray, fit_plan: _Plan, fitted: list[int], rounds: int
         for k, table in enumerate(fit_plan.tables):
             err = fixed_errors.get((rows.start, k))
             if err is None:
-                err = _grid_error(table, d.y, d.full, d.blocks, h, fit_plan.err_unit)[1]
+                err = _block_errors(table, d.blocks, _divisor(d.full), d.full, h, fit_plan.err_unit)
                 if kept is not None and k not in fitted:
                     fixed_errors[(rows.start, k)] = err
             if best is None:
@@ -728,7 +767,7 @@ def quantize(w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = No
         if direct:  # codes in row order: no transposed copy in, none out (10-40 % faster)
             row_blocks = part.reshape(-1, plan.block)
             s = _block_scales(row_blocks, plan, axis=1)[0]
-            codes[r] = plan.tables[0].index(row_blocks / _divisor(s * plan.tensor_factor)[:, None]).reshape(part.shape)
+            _scaled_codes(row_blocks, _divisor(s * plan.tensor_factor), plan.tables[0], codes[r].reshape(row_blocks.shape))
             grid_index[r] = 0
             scales[r] = s.reshape(part.shape[0], -1)
             return np.zeros(0, np.int64)
@@ -786,19 +825,12 @@ def dequantize(q: QuantizedTensor, *, threads: int | None = None) -> np.ndarray:
     table = np.zeros(len(q.grids) * width, np.float32)  # grid k's values at k * width
     for k, g in enumerate(q.grids):
         table[k * width: k * width + g.size] = g
-    index_type: type[np.integer[Any]] = np.uint16 if table.size <= 1 << 16 else np.int64
     factor = np.float32(q.tensor_factor)
     out = np.empty(q.shape, np.float32)
 
     def one(r: slice) -> None:
-        index = q.codes[r].reshape(-1, block)
-        if len(q.grids) > 1:
-            offset = q.grid_index[r].reshape(-1, 1).astype(index_type)
-            offset *= width
-            index = index + offset
-        values = out[r].reshape(-1, block)
-        np.take(table, index, out=values, mode="clip")  # "clip": unbuffered; codes are in range
-        values *= (q.scales[r] * factor).reshape(-1, 1)
+        kernels.decode(q.codes[r].reshape(-1, block), q.grid_index[r].reshape(-1) * np.intp(width),
+                       (q.scales[r] * factor).reshape(-1), table, out[r].reshape(-1, block))
 
     for _ in _map_chunks(one, _row_chunks(rows, cols), threads):
         pass

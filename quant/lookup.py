@@ -26,16 +26,17 @@ import enum
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from fractions import Fraction
 
 import numpy as np
 
+from quant import kernels
+
+
 # Largest bucket table we build: 2**18 buckets x 16 bytes = 4 MiB. Value sets needing more
 # (two levels closer than ~2**-9 relative) fall back to searchsorted, which is exact but slow.
 _MAX_MANTISSA_BITS = 9
-# Below this many elements one binary search over the thresholds beats the bucket path's six
-# numpy calls (this VM: 16 elements 3.9 us against 10.6 us; even at ~1k); both are exact.
-SEARCH_BELOW = 512
 
 
 class Rounding(enum.Enum):
@@ -159,37 +160,39 @@ class LookupTable:
         if v.size != t.size + 1:
             raise ValueError("need exactly one threshold between consecutive values")
         for k in range(_MAX_MANTISSA_BITS + 1):
-            buckets = _bucket_rows(t, k)
+            buckets = _buckets(v, t, k)
             if buckets is not None:
-                threshold, lower = buckets
-                index = np.stack([lower, np.minimum(lower + 1, v.size - 1)], axis=1).reshape(-1)
-                return cls(_frozen(v), _frozen(t), np.uint32(23 - k), _frozen(threshold), _frozen(v[index]),
-                           _frozen(index.astype(np.uint16)))
+                return cls(_frozen(v), _frozen(t), np.uint32(23 - k), *map(_frozen, buckets))
         return cls(_frozen(v), _frozen(t))
 
     def index(self, y: np.ndarray) -> np.ndarray:
         """Index into ``values`` for each element of float32 ``y`` (same shape)."""
-        y = np.asarray(y, dtype=np.float32)
-        if self.bucket_index is None or y.size < SEARCH_BELOW:
+        y = np.ascontiguousarray(y, dtype=np.float32)
+        if self.bucket_index is None:
             return self._search(y).astype(np.uint16)
-        return self.bucket_index.take(self._slot(y), mode="clip")
+        out = np.empty(y.shape, np.uint16)
+        kernels.bucket_lookup(y.reshape(-1), self.shift, self.bucket_threshold, self.bucket_index, out.reshape(-1))
+        return out
 
     def round(self, y: np.ndarray) -> np.ndarray:
         """The rounded float32 value of each element of ``y`` (same shape)."""
-        y = np.asarray(y, dtype=np.float32)
-        if self.bucket_value is None or y.size < SEARCH_BELOW:
+        y = np.ascontiguousarray(y, dtype=np.float32)
+        if self.bucket_value is None:
             return self.values.take(self._search(y))
-        return self.bucket_value.take(self._slot(y), mode="clip")
+        out = np.empty(y.shape, np.float32)
+        kernels.bucket_lookup(y.reshape(-1), self.shift, self.bucket_threshold, self.bucket_value, out.reshape(-1))
+        return out
 
     def round_index(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rounded value, index) of each element of ``y``, sharing one bucket lookup."""
-        y = np.asarray(y, dtype=np.float32)
-        if self.bucket_value is None or y.size < SEARCH_BELOW:
+        y = np.ascontiguousarray(y, dtype=np.float32)
+        if self.bucket_value is None:
             i = self._search(y)
             return self.values.take(i), i.astype(np.uint16)
-        assert self.bucket_index is not None
-        slot = self._slot(y)
-        return self.bucket_value.take(slot, mode="clip"), self.bucket_index.take(slot, mode="clip")
+        value, index = np.empty(y.shape, np.float32), np.empty(y.shape, np.uint16)
+        kernels.bucket_lookup2(y.reshape(-1), self.shift, self.bucket_threshold, self.bucket_value,
+                               self.bucket_index, value.reshape(-1), index.reshape(-1))
+        return value, index
 
     def _search(self, y: np.ndarray) -> np.ndarray:
         """#{i : y >= t_i} for float32 ``y`` by binary search."""
@@ -197,17 +200,39 @@ class LookupTable:
         found: np.ndarray = self.thresholds.searchsorted(y, side="right")
         return found
 
-    def _slot(self, y: np.ndarray) -> np.ndarray:
-        """2 * bucket + (y >= the bucket's threshold), as intp: ``take`` of an intp index with
-        mode="clip" skips numpy's index cast and bounds check (the gather 2.5x faster on this VM). Every slot
-        is in range by construction: the top bits of a 32-bit pattern index all 2**(32 - shift) buckets."""
-        assert self.bucket_threshold is not None
-        y = np.ascontiguousarray(y)
-        bucket = (y.view(np.uint32) >> self.shift).astype(np.intp)
-        above = y >= self.bucket_threshold.take(bucket, mode="clip")
-        bucket <<= 1
-        bucket |= above
-        return bucket
+
+@dataclass(frozen=True, eq=False)
+class GridStack:
+    """The bucket tables of several grids at one common bucket width, stacked: grid k's buckets
+    are ``k * buckets ... (k + 1) * buckets - 1``, so one kernel pass rounds each block onto its
+    own grid (quant.kernels.round_chosen). A bucket narrower than a table needs still holds at
+    most one of its thresholds, so every grid stays exact at the finest width among them."""
+
+    buckets: int
+    shift: np.uint32
+    threshold: np.ndarray
+    """(K * buckets,) float32."""
+    value: np.ndarray
+    """(2 * K * buckets,) float32: value below / above each bucket's threshold, interleaved."""
+    index: np.ndarray
+    """(2 * K * buckets,) uint16: index into the grid's values, likewise."""
+
+
+@lru_cache(maxsize=256)
+def grid_stack(tables: tuple[LookupTable, ...]) -> GridStack | None:
+    """The tables' :class:`GridStack` (made once per tuple of tables), or None if one of them has
+    no bucket table (its levels are too close: it rounds by binary search)."""
+    if any(t.bucket_threshold is None for t in tables):
+        return None
+    if len(tables) == 1:  # the table's own arrays
+        t = tables[0]
+        assert t.bucket_threshold is not None and t.bucket_value is not None and t.bucket_index is not None
+        return GridStack(t.bucket_threshold.size, t.shift, t.bucket_threshold, t.bucket_value, t.bucket_index)
+    shift = min(int(t.shift) for t in tables)
+    parts = [_buckets(t.values, t.thresholds, 23 - shift) for t in tables]
+    assert all(p is not None for p in parts)  # finer than each table's own: one threshold per bucket
+    threshold, value, index = (_frozen(np.concatenate(a)) for a in zip(*parts))
+    return GridStack(threshold.size // len(tables), np.uint32(shift), threshold, value, index)
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -215,6 +240,17 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     out = np.array(a)
     out.flags.writeable = False
     return out
+
+
+def _buckets(v: np.ndarray, t: np.ndarray, mantissa_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A bucket table of ``mantissa_bits``: (threshold inside each bucket, value below / above it
+    interleaved, their indices as uint16), or None if a bucket holds two thresholds."""
+    rows = _bucket_rows(t, mantissa_bits)
+    if rows is None:
+        return None
+    threshold, lower = rows
+    index = np.stack([lower, np.minimum(lower + 1, v.size - 1)], axis=1).reshape(-1)
+    return threshold, v[index], index.astype(np.uint16)
 
 
 def _bucket_rows(t: np.ndarray, mantissa_bits: int) -> tuple[np.ndarray, np.ndarray] | None:

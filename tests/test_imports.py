@@ -70,8 +70,8 @@ def test_layers_point_down():
 
 def test_starting_dse_leaves_heavy_libraries_for_later():
     """A warm `dse explore` does no work; it must not pay for scipy (0.2-0.3 s), plotting, the
-    solver or Dask at start-up: each is imported where it is used."""
-    heavy = ("scipy", "matplotlib", "highspy", "pulp", "distributed", "torch")
+    solver, Dask or numba (~1 s to import and start) at start-up: each is imported where it is used."""
+    heavy = ("scipy", "matplotlib", "highspy", "pulp", "distributed", "torch", "numba")
     probe = f"import sys, dse.cli; print([m for m in {heavy!r} if m in sys.modules])"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     assert loaded.stdout.strip() == "[]"

@@ -253,10 +253,10 @@ def test_fit_keeping_samples_equals_redoing_them_every_round(monkeypatch, name):
     act = rng.uniform(0.1, 2.0, 2048)
     c = parse_candidate(name)
     calls, fixed_errors = [], []
-    scales, grid_error = engine._block_scales, engine._grid_error
+    scales, block_errors = engine._block_scales, engine._block_errors
     monkeypatch.setattr(engine, "_block_scales", lambda *a: calls.append(1) or scales(*a))
     nf4 = engine.lookup_table(engine.fixed_grid(c, 0))
-    monkeypatch.setattr(engine, "_grid_error", lambda table, *a: fixed_errors.append(table is nf4) or grid_error(table, *a))
+    monkeypatch.setattr(engine, "_block_errors", lambda table, *a: fixed_errors.append(table is nf4) or block_errors(table, *a))
     kept = fit_grids(w, c, act=act, threads=2)
     kept_calls, kept_fixed = len(calls), sum(fixed_errors)
     monkeypatch.setattr(engine, "FIT_KEEP_ELEMENTS", 0)

@@ -1,0 +1,158 @@
+"""Compiled loops for the per-element hot paths: bucket lookup, scale-and-round, decode.
+
+numpy runs each step of "divide by the block scale, bucket, compare, gather, multiply" as a
+separate pass over memory with its own temporary; these kernels do all of them in one pass
+per element, in float32 exactly as the numpy expressions they replace (no fast-math, no fused
+multiply-add), so every result is bit-identical. They release the GIL, so the chunk pool's
+threads run them in parallel, and are compiled once per machine (numba's on-disk cache).
+
+numba is imported, and the kernels made, on the first use of any of them (``kernels.decode``
+and so on): importing and starting numba takes about a second, which a process that measures
+nothing must not pay. The Python functions below, named with a leading underscore, are their sources.
+
+Bucket tables are :class:`quant.lookup.LookupTable`'s: ``shift`` of the float32 bit pattern
+gives the bucket, ``threshold[bucket]`` splits it, and ``table[2 * bucket + (y >= threshold)]``
+is the answer (a value or an index).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+KERNELS = ("bucket_lookup", "bucket_lookup2", "scaled_codes", "decode", "block_extremes", "block_errors", "round_chosen")
+
+
+def __getattr__(name: str) -> Any:
+    if name not in KERNELS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import numba
+
+    # error_model="numpy": x / 0 gives inf as in numpy, with no zero test per division (which stops vector code)
+    jit = numba.njit(nogil=True, cache=True, fastmath=False, boundscheck=False, error_model="numpy")
+    made = globals()
+    for kernel in KERNELS:
+        made[kernel] = jit(made["_" + kernel])
+    return made[name]
+
+
+def _bucket_lookup(y, shift, threshold, table, out):  # type: ignore[no-untyped-def]
+    """out[i] = table[2 * b + (y[i] >= threshold[b])], b = bits(y[i]) >> shift; 1-D contiguous."""
+    bits = y.view(np.uint32)
+    for i in range(y.size):
+        b = np.intp(bits[i] >> shift)
+        out[i] = table[2 * b + (y[i] >= threshold[b])]
+    return out
+
+
+def _bucket_lookup2(y, shift, threshold, table, index, out, out_index):  # type: ignore[no-untyped-def]
+    """:func:`bucket_lookup` into two tables at once (value and index)."""
+    bits = y.view(np.uint32)
+    for i in range(y.size):
+        b = np.intp(bits[i] >> shift)
+        slot = 2 * b + (y[i] >= threshold[b])
+        out[i] = table[slot]
+        out_index[i] = index[slot]
+
+
+def _scaled_codes(blocks, divisor, shift, threshold, index, out):  # type: ignore[no-untyped-def]
+    """Codes of (n, B) row-order ``blocks`` over (n,) ``divisor``: index(blocks[i, j] / divisor[i])."""
+    n, size = blocks.shape
+    y = np.empty(size, np.float32)
+    bits = y.view(np.uint32)
+    for i in range(n):
+        d = divisor[i]
+        for j in range(size):
+            y[j] = blocks[i, j] / d
+        for j in range(size):
+            b = np.intp(bits[j] >> shift)
+            out[i, j] = index[2 * b + (y[j] >= threshold[b])]
+
+
+def _decode(codes, offset, multiplier, table, out):  # type: ignore[no-untyped-def]
+    """out[i, j] = table[offset[i] + codes[i, j]] * multiplier[i] for (n, B) codes, (n,) offset and multiplier."""
+    n, size = codes.shape
+    for i in range(n):
+        base = np.intp(offset[i])
+        m = multiplier[i]
+        for j in range(size):
+            out[i, j] = table[base + np.intp(codes[i, j])] * m
+
+
+def _block_extremes(blocks, signed, amax, negative):  # type: ignore[no-untyped-def]
+    """Per row of (n, B) ``blocks``: the largest magnitude, and (signed) whether the extreme is
+    negative (-min > max; ties keep the positive extreme). Unsigned: max |x|, negative untouched."""
+    n, size = blocks.shape
+    for i in range(n):
+        if signed:
+            hi = blocks[i, 0]
+            lo = blocks[i, 0]
+            for j in range(1, size):
+                x = blocks[i, j]
+                hi = max(hi, x)
+                lo = min(lo, x)
+            negative[i] = -lo > hi
+            amax[i] = -lo if negative[i] else hi
+        else:
+            a = abs(blocks[i, 0])
+            for j in range(1, size):
+                a = max(a, abs(blocks[i, j]))
+            amax[i] = a
+
+
+def _block_errors(blocks, divisor, full, shift, threshold, table, h, unit, weighted, err):  # type: ignore[no-untyped-def]
+    """Per-block squared error of (B, n) block-layout ``blocks`` (one block per column) rounded
+    onto one grid: y = blocks[i, j] / divisor[j], w_hat = table[slot(y)] * full[j], and
+    err[j] = the sum over i, in order, of ((w_hat - blocks) * unit)**2 (times h[i, j] if
+    ``weighted``; the ``* unit`` only if unit != 1): numpy's ``engine._block_error`` bit for bit."""
+    rows, n = blocks.shape
+    y = np.empty(n, np.float32)
+    bits = y.view(np.uint32)
+    r = np.empty(n, np.float32)
+    err[:] = 0
+    # one simple loop per step, the flags tested outside them: loops without branches compile to
+    # vector code where they can (the gathers cannot)
+    for i in range(rows):
+        for j in range(n):
+            y[j] = blocks[i, j] / divisor[j]
+        for j in range(n):
+            b = np.intp(bits[j] >> shift)
+            r[j] = table[2 * b + (y[j] >= threshold[b])] * full[j] - blocks[i, j]
+        if unit != 1:
+            for j in range(n):
+                r[j] = r[j] * unit
+        for j in range(n):
+            r[j] = r[j] * r[j]
+        if weighted:
+            for j in range(n):
+                r[j] = r[j] * h[i, j]
+        for j in range(n):
+            err[j] += r[j]
+
+
+def _round_chosen(blocks, divisor, full, choice, buckets, shift, threshold, table, index,  # type: ignore[no-untyped-def]
+                  w_hat, codes, want_w_hat, want_codes):
+    """Round (B, n) block-layout ``blocks`` onto each block's chosen grid: y = blocks[i, j] /
+    divisor[j]; grid ``choice[j]``'s buckets start at choice[j] * ``buckets`` in the stacked
+    tables (quant.lookup.GridStack); w_hat[i, j] = table[slot] * full[j], codes[i, j] = index[slot].
+    Only the outputs asked for are written (the other may be an empty array)."""
+    rows, n = blocks.shape
+    y = np.empty(n, np.float32)
+    bits = y.view(np.uint32)
+    slot = np.empty(n, np.intp)
+    base = np.empty(n, np.intp)
+    for j in range(n):
+        base[j] = np.intp(choice[j]) * buckets
+    for i in range(rows):
+        for j in range(n):
+            y[j] = blocks[i, j] / divisor[j]
+        for j in range(n):
+            b = base[j] + np.intp(bits[j] >> shift)
+            slot[j] = 2 * b + (y[j] >= threshold[b])
+        if want_w_hat:
+            for j in range(n):
+                w_hat[i, j] = table[slot[j]] * full[j]
+        if want_codes:
+            for j in range(n):
+                codes[i, j] = index[slot[j]]

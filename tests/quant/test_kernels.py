@@ -1,0 +1,107 @@
+"""The compiled kernels (quant.kernels) against the numpy expressions they replace, bit for bit.
+
+The reference rounds with the same table stripped of its buckets, which
+``LookupTable`` then rounds by numpy's binary search (checked against brute force in
+test_lookup.py)."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quant import engine, kernels, parse_candidate
+from quant.lookup import LookupTable
+
+GRIDS = ("E2M1sE4M3@16", "NF4sUE4M4", "INT8sUE8M0@32", "E4M3sUE8M0@32", "SH4sE4M3")
+
+
+@st.composite
+def chunks(draw):
+    """(B, n) block-layout weights with some all-zero and some huge blocks, and positive scales."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    size, n = draw(st.sampled_from([4, 16, 32])), draw(st.integers(1, 40) | st.just(4096))
+    blocks = (rng.standard_normal((size, n)) * rng.lognormal(0, 2, n)).astype(np.float32)
+    blocks[:, rng.random(n) < 0.1] = 0.0
+    full = np.abs(blocks).max(axis=0) / np.float32(draw(st.sampled_from([1.0, 6.0, 127.0])))
+    full[rng.random(n) < 0.1] *= np.float32(0.5)  # some values beyond the grid's end
+    return blocks, full.astype(np.float32), rng
+
+
+def _search_only(table: LookupTable) -> LookupTable:
+    return LookupTable(table.values, table.thresholds)
+
+
+@settings(max_examples=150, deadline=None)
+@given(chunks(), st.sampled_from(GRIDS), st.booleans(), st.sampled_from([1.0, 2.0**-20, 2.0**40]))
+def test_block_errors_equal_numpy(chunk, name, weighted, unit):
+    blocks, full, rng = chunk
+    table = engine._recipe(parse_candidate(name)).tables[0]
+    assert table.bucket_value is not None
+    h = rng.uniform(0, 3, blocks.shape).astype(np.float32) if weighted else None
+    divisor = engine._divisor(full)
+    got = engine._block_errors(table, blocks, divisor, full, h, np.float32(unit))
+    np.testing.assert_array_equal(got, engine._block_errors(_search_only(table), blocks, divisor, full, h, np.float32(unit)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(chunks(), st.sampled_from(["E2M1|INT4sE4M3", "NF4|SH4sUE4M4", "E2M1sE4M3@16", "INT8|E4M3sUE8M0@32"]))
+def test_rounding_onto_each_blocks_grid_equals_numpy(chunk, name):
+    """One pass over a stack of grids (each block its own) equals each grid's own rounding."""
+    blocks, full, rng = chunk
+    tables = engine._recipe(parse_candidate(name)).tables
+    grid = rng.integers(0, len(tables), blocks.shape[1]).astype(np.uint8)
+    divisor = engine._divisor(full)
+    w_hat, codes = engine._round_chosen(tables, blocks, divisor, full, grid, codes=True)
+    y = blocks / divisor
+    for k, table in enumerate(tables):
+        mine = grid == k
+        search = _search_only(table)
+        np.testing.assert_array_equal(w_hat[:, mine], (search.round(y) * full)[:, mine])
+        np.testing.assert_array_equal(codes[:, mine], search.index(y)[:, mine])
+    searched = engine._round_chosen(tuple(map(_search_only, tables)), blocks, divisor, full, grid, codes=True)
+    np.testing.assert_array_equal(searched[0], w_hat)
+    np.testing.assert_array_equal(searched[1], codes)
+    alone = engine._round_chosen(tables, blocks, divisor, full, grid, w_hat=False, codes=True)
+    assert alone[0] is None
+    np.testing.assert_array_equal(alone[1], codes)
+
+
+@settings(max_examples=100, deadline=None)
+@given(chunks(), st.sampled_from(GRIDS), st.sampled_from([np.uint8, np.uint16]))
+def test_scaled_codes_equal_numpy(chunk, name, dtype):
+    blocks, full, _ = chunk
+    rows = np.ascontiguousarray(blocks.T)  # row order: one block per row
+    table = engine._recipe(parse_candidate(name)).tables[0]
+    divisor = engine._divisor(full)
+    out = np.empty(rows.shape, dtype)
+    engine._scaled_codes(rows, divisor, table, out)
+    np.testing.assert_array_equal(out, _search_only(table).index(rows / divisor[:, None]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(chunks(), st.integers(1, 3))
+def test_decode_equals_numpy(chunk, grids):
+    blocks, full, rng = chunk
+    n, size = blocks.shape[1], blocks.shape[0]
+    width = 16
+    table = rng.standard_normal(grids * width).astype(np.float32)
+    codes = rng.integers(0, width, (n, size)).astype(np.uint8)
+    offset = rng.integers(0, grids, n) * width
+    out = np.empty((n, size), np.float32)
+    kernels.decode(codes, offset, full, table, out)
+    np.testing.assert_array_equal(out, table[codes + offset[:, None]] * full[:, None])
+
+
+@settings(max_examples=100, deadline=None)
+@given(chunks(), st.booleans())
+def test_block_extremes_equal_numpy(chunk, negate):
+    blocks, _, _ = chunk
+    rows = np.ascontiguousarray(-blocks.T if negate else blocks.T)
+    for signed in (False, True):
+        amax, negative = np.empty(rows.shape[0], np.float32), np.zeros(rows.shape[0], bool)
+        kernels.block_extremes(rows, signed, amax, negative)
+        if signed:
+            hi, lo = rows.max(axis=1), rows.min(axis=1)
+            np.testing.assert_array_equal(negative, -lo > hi)
+            np.testing.assert_array_equal(amax, np.where(-lo > hi, -lo, hi))
+        else:
+            np.testing.assert_array_equal(amax, np.abs(rows).max(axis=1))
