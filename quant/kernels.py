@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-KERNELS = ("bucket_lookup", "bucket_lookup2", "scaled_codes", "decode", "block_extremes", "block_errors", "round_chosen")
+KERNELS = ("bucket_lookup", "bucket_lookup2", "scaled_codes", "decode", "block_extremes", "block_errors", "round_chosen",
+           "histogram_add")
 
 
 def __getattr__(name: str) -> Any:
@@ -156,3 +157,15 @@ def _round_chosen(blocks, divisor, full, choice, buckets, shift, threshold, tabl
         if want_codes:
             for j in range(n):
                 codes[i, j] = index[slot[j]]
+
+
+def _histogram_add(y, weight, lo, scale, total_weight, total_sum):  # type: ignore[no-untyped-def]
+    """Add samples ``y`` with ``weight`` (1-D float32) to a weighted histogram, in order: bin
+    k = int((y - lo) * scale) clipped to the bins; total_weight[k] += weight, total_sum[k] +=
+    weight * y (float64). On empty totals this is numpy's bincount with weights bit for bit."""
+    last = total_weight.size - 1
+    for i in range(y.size):
+        k = min(max(np.intp((y[i] - lo) * scale), 0), last)
+        w = np.float64(weight[i])
+        total_weight[k] += w
+        total_sum[k] += w * np.float64(y[i])

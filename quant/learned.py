@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quant import kernels
+
 HIST_BINS = 1 << 16
 MAX_ITERATIONS = 200
 TOLERANCE = 1e-9  # stop when no level moves more than this
@@ -41,14 +43,11 @@ class Histogram:
         return cls(lo, hi, np.zeros(bins), np.zeros(bins))
 
     def add(self, y: np.ndarray, weight: np.ndarray) -> None:
-        """Accumulate samples ``y`` with ``weight`` (same shape) in place."""
-        bins = self.weight.size
-        flat = y.reshape(-1)
-        index = ((flat - np.float32(self.lo)) * np.float32(bins / (self.hi - self.lo))).astype(np.intp)
-        np.clip(index, 0, bins - 1, out=index)
-        wt = weight.reshape(-1).astype(np.float64)
-        self.weight[:] += np.bincount(index, weights=wt, minlength=bins)
-        self.weighted_sum[:] += np.bincount(index, weights=wt * flat, minlength=bins)
+        """Accumulate float32 samples ``y`` with ``weight`` (same shape) in place, sample by sample
+        in order; a sample's bin is int((y - lo) * bins / (hi - lo)) in float32, clipped."""
+        flat = np.ascontiguousarray(y, dtype=np.float32).reshape(-1)
+        kernels.histogram_add(flat, np.ascontiguousarray(weight, dtype=np.float32).reshape(-1), np.float32(self.lo),
+                              np.float32(self.weight.size / (self.hi - self.lo)), self.weight, self.weighted_sum)
 
     def points(self, bins: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """(weighted mean, weight) of the occupied bins after merging to at most ``bins`` bins:

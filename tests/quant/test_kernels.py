@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quant import engine, kernels, parse_candidate
+from quant.learned import Histogram
 from quant.lookup import LookupTable
 
 GRIDS = ("E2M1sE4M3@16", "NF4sUE4M4", "INT8sUE8M0@32", "E4M3sUE8M0@32", "SH4sE4M3")
@@ -105,3 +106,20 @@ def test_block_extremes_equal_numpy(chunk, negate):
             np.testing.assert_array_equal(amax, np.where(-lo > hi, -lo, hi))
         else:
             np.testing.assert_array_equal(amax, np.abs(rows).max(axis=1))
+
+
+@settings(max_examples=100, deadline=None)
+@given(chunks(), st.sampled_from([0.5, 1.25, 8.0]))
+def test_histogram_add_equals_bincount(chunk, span):
+    """The learned-grid fits' histogram, binned by the kernel, equals numpy's bincount of the same
+    samples (values beyond the span land in the end bins)."""
+    blocks, full, rng = chunk
+    y = blocks / engine._divisor(full)
+    weight = rng.uniform(0, 3, y.shape).astype(np.float32)
+    hist = Histogram.empty(-span, span)
+    hist.add(y, weight)
+    bins = hist.weight.size
+    flat, wt = y.reshape(-1), weight.reshape(-1).astype(np.float64)
+    index = np.clip(((flat - np.float32(-span)) * np.float32(bins / (2 * span))).astype(np.intp), 0, bins - 1)
+    np.testing.assert_array_equal(hist.weight, np.bincount(index, weights=wt, minlength=bins))
+    np.testing.assert_array_equal(hist.weighted_sum, np.bincount(index, weights=wt * flat, minlength=bins))
