@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-KERNELS = ("bucket_lookup", "bucket_lookup2", "scaled_codes", "decode", "block_extremes", "block_errors", "round_chosen",
-           "histogram_add")
+KERNELS = ("bucket_lookup", "bucket_lookup2", "scaled_codes", "decode", "block_extremes", "block_errors", "row_block_errors",
+           "round_chosen", "histogram_add")
 
 
 def __getattr__(name: str) -> Any:
@@ -57,18 +57,51 @@ def _bucket_lookup2(y, shift, threshold, table, index, out, out_index):  # type:
         out_index[i] = index[slot]
 
 
-def _scaled_codes(blocks, divisor, shift, threshold, index, out):  # type: ignore[no-untyped-def]
-    """Codes of (n, B) row-order ``blocks`` over (n,) ``divisor``: index(blocks[i, j] / divisor[i])."""
+def _scaled_codes(blocks, divisor, choice, buckets, shift, threshold, index, out):  # type: ignore[no-untyped-def]
+    """Codes of (n, B) row-order ``blocks`` (one block per row) over (n,) ``divisor``, each block on
+    its grid ``choice[i]`` of stacked bucket tables (quant.lookup.GridStack): index(blocks[i, j] / divisor[i])."""
     n, size = blocks.shape
     y = np.empty(size, np.float32)
     bits = y.view(np.uint32)
     for i in range(n):
         d = divisor[i]
+        base = np.intp(choice[i]) * buckets
         for j in range(size):
             y[j] = blocks[i, j] / d
         for j in range(size):
-            b = np.intp(bits[j] >> shift)
+            b = base + np.intp(bits[j] >> shift)
             out[i, j] = index[2 * b + (y[j] >= threshold[b])]
+
+
+def _row_block_errors(blocks, divisor, full, shift, threshold, table, h, unit, weighted, err):  # type: ignore[no-untyped-def]
+    """:func:`_block_errors` for (n, B) row-order ``blocks`` (one block per row), the same sums in
+    the same order; ``h`` is the (cols,) float32 activation weight of each input channel, and
+    block i starts at column (i * B) % cols."""
+    n, size = blocks.shape
+    y = np.empty(size, np.float32)
+    bits = y.view(np.uint32)
+    r = np.empty(size, np.float32)
+    for i in range(n):
+        d = divisor[i]
+        for j in range(size):
+            y[j] = blocks[i, j] / d
+        f = full[i]
+        for j in range(size):
+            b = np.intp(bits[j] >> shift)
+            r[j] = table[2 * b + (y[j] >= threshold[b])] * f - blocks[i, j]
+        if unit != 1:
+            for j in range(size):
+                r[j] = r[j] * unit
+        for j in range(size):
+            r[j] = r[j] * r[j]
+        if weighted:
+            start = (i * size) % h.size
+            for j in range(size):
+                r[j] = r[j] * h[start + j]
+        e = np.float32(0)
+        for j in range(size):
+            e += r[j]
+        err[i] = e
 
 
 def _decode(codes, offset, multiplier, table, out):  # type: ignore[no-untyped-def]

@@ -8,9 +8,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quant import engine, kernels, parse_candidate
+from quant import engine, kernels, parse_candidate, quantize
 from quant.learned import Histogram
-from quant.lookup import LookupTable
+from quant.lookup import LookupTable, grid_stack
 
 GRIDS = ("E2M1sE4M3@16", "NF4sUE4M4", "INT8sUE8M0@32", "E4M3sUE8M0@32", "SH4sE4M3")
 
@@ -67,15 +67,38 @@ def test_rounding_onto_each_blocks_grid_equals_numpy(chunk, name):
 
 
 @settings(max_examples=100, deadline=None)
-@given(chunks(), st.sampled_from(GRIDS), st.sampled_from([np.uint8, np.uint16]))
+@given(chunks(), st.sampled_from(["E2M1|INT4sE4M3", "NF4|SH4sUE4M4"] + list(GRIDS)), st.sampled_from([np.uint8, np.uint16]))
 def test_scaled_codes_equal_numpy(chunk, name, dtype):
-    blocks, full, _ = chunk
+    blocks, full, rng = chunk
     rows = np.ascontiguousarray(blocks.T)  # row order: one block per row
-    table = engine._recipe(parse_candidate(name)).tables[0]
+    tables = engine._recipe(parse_candidate(name)).tables
+    stack = grid_stack(tables)
+    grid = rng.integers(0, len(tables), rows.shape[0]).astype(np.uint8)
     divisor = engine._divisor(full)
     out = np.empty(rows.shape, dtype)
-    engine._scaled_codes(rows, divisor, table, out)
-    np.testing.assert_array_equal(out, _search_only(table).index(rows / divisor[:, None]))
+    kernels.scaled_codes(rows, divisor, grid, stack.buckets, stack.shift, stack.threshold, stack.index, out)
+    for k, table in enumerate(tables):
+        mine = grid == k
+        np.testing.assert_array_equal(out[mine], _search_only(table).index(rows / divisor[:, None])[mine])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["E2M1|INT4sE4M3", "E2M1sE4M3@16:mse", "E2M1sE4M3@16:4o6:aw",
+                                                   "NF4|DD4sUE4M4", "E2M1|INT4sE4M3:aw", "E4M3sUE8M0@layer"]))
+def test_codes_found_in_row_order_equal_the_block_layouts(seed, name):
+    """quantize() chooses each block's scale trial and grid from errors summed in row order; they
+    are the block layout's sums bit for bit, so the codes are those of _quantize_blocks."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((24, 256)) * rng.lognormal(0, 1, (24, 1))).astype(np.float32)
+    act = rng.uniform(0.1, 2.0, 256)
+    c = parse_candidate(name)
+    q = quantize(w, c, act=act)
+    w32, h, plan = engine._prepare(w, c, act, "t", 1)
+    blocks = engine._block_view(w32, plan.block)
+    chunk = engine._quantize_blocks(blocks, plan, engine._h_blocks(h, plan.block, w.shape[0]), want_codes=True)
+    np.testing.assert_array_equal(q.codes, engine._blocks_to_rows(chunk.codes, w.shape))
+    np.testing.assert_array_equal(q.grid_index.reshape(-1), chunk.grid)
+    np.testing.assert_array_equal(q.scales.reshape(-1), chunk.scales)
 
 
 @settings(max_examples=100, deadline=None)
