@@ -23,6 +23,7 @@ import numpy as np
 
 KERNELS = ("bucket_lookup", "bucket_lookup2", "scaled_codes", "decode", "block_extremes", "block_errors", "row_block_errors",
            "round_chosen", "histogram_add")
+residual_score: Any  # _residual_score compiled, which the kernels call: set with them
 
 
 def __getattr__(name: str) -> Any:
@@ -33,9 +34,23 @@ def __getattr__(name: str) -> Any:
     # error_model="numpy": x / 0 gives inf as in numpy, with no zero test per division (which stops vector code)
     jit = numba.njit(nogil=True, cache=True, fastmath=False, boundscheck=False, error_model="numpy")
     made = globals()
+    made["residual_score"] = jit(_residual_score)  # called by kernels: compiled into them
     for kernel in KERNELS:
         made[kernel] = jit(made["_" + kernel])
     return made[name]
+
+
+def _residual_score(r, unit, h, weighted):  # type: ignore[no-untyped-def]
+    """In place: r = (r * unit)**2 * h, the ``* unit`` only if unit != 1 and ``* h`` only if
+    ``weighted``: numpy's ``engine._residual_score`` step by step."""
+    if unit != 1:
+        for j in range(r.size):
+            r[j] = r[j] * unit
+    for j in range(r.size):
+        r[j] = r[j] * r[j]
+    if weighted:
+        for j in range(r.size):
+            r[j] = r[j] * h[j]
 
 
 def _bucket_lookup(y, shift, threshold, table, out):  # type: ignore[no-untyped-def]
@@ -89,15 +104,8 @@ def _row_block_errors(blocks, divisor, full, shift, threshold, table, h, unit, w
         for j in range(size):
             b = np.intp(bits[j] >> shift)
             r[j] = table[2 * b + (y[j] >= threshold[b])] * f - blocks[i, j]
-        if unit != 1:
-            for j in range(size):
-                r[j] = r[j] * unit
-        for j in range(size):
-            r[j] = r[j] * r[j]
-        if weighted:
-            start = (i * size) % h.size
-            for j in range(size):
-                r[j] = r[j] * h[start + j]
+        start = (i * size) % h.size if weighted else 0
+        residual_score(r, unit, h[start:start + size] if weighted else r, weighted)
         e = np.float32(0)
         for j in range(size):
             e += r[j]
@@ -153,14 +161,7 @@ def _block_errors(blocks, divisor, full, shift, threshold, table, h, unit, weigh
         for j in range(n):
             b = np.intp(bits[j] >> shift)
             r[j] = table[2 * b + (y[j] >= threshold[b])] * full[j] - blocks[i, j]
-        if unit != 1:
-            for j in range(n):
-                r[j] = r[j] * unit
-        for j in range(n):
-            r[j] = r[j] * r[j]
-        if weighted:
-            for j in range(n):
-                r[j] = r[j] * h[i, j]
+        residual_score(r, unit, h[i] if weighted else r, weighted)
         for j in range(n):
             err[j] += r[j]
 
