@@ -34,7 +34,6 @@ from quant.lookup import LookupTable, Rounding, grid_stack, lookup_table, roundi
 from quant.lutformat import decoded_levels, refine_on_samples, store_levels
 from quant.metrics import ErrorStats, chunk_stats
 
-
 keep_chunks_in_heap()
 
 # 1 MiB of float32 per operand: measured fastest on 2 cores (benchmarks/bench_quant.py: 256K
@@ -56,6 +55,7 @@ _FOUR_OVER_SIX = ((1.0, Rounding.NEAREST_EVEN), (1.5, Rounding.NEAREST_EVEN))
 
 T = TypeVar("T")
 _ONE = np.float32(1.0)  # the unit factor, made once (a numpy scalar costs ~0.5 us per call)
+_NO_WEIGHTS = np.empty((0, 0), np.float32)  # h for kernels.block_errors when there is none
 _F32_TINY = float(np.finfo(np.float32).tiny)
 # Tensor amax range whose squared residuals fit float32 as they are: 2**-30 leaves residuals
 # down to 2**-30 x 2**-33 of the largest weight above float32's smallest normal square root (2**-63).
@@ -148,9 +148,6 @@ def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads:
     if fitted is None and recipe.learned:
         plan = _fit_learned(w, plan, threads)
     return plan
-
-
-_NO_WEIGHTS = np.empty((0, 0), np.float32)  # h for kernels.block_errors when there is none
 
 
 def _err_unit(amax: float) -> np.float32:
@@ -380,8 +377,9 @@ def _block_errors(table: LookupTable, blocks: np.ndarray, divisor: np.ndarray, f
     return err
 
 
-def _round_chosen(tables: tuple[LookupTable, ...], blocks: np.ndarray, divisor: np.ndarray, full: np.ndarray, grid: np.ndarray, *,
-                  w_hat: bool = True, codes: bool = False) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _round_chosen(tables: tuple[LookupTable, ...], blocks: np.ndarray, divisor: np.ndarray, full: np.ndarray,
+                  grid: np.ndarray, *, w_hat: bool = True, codes: bool = False
+                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(w_hat, codes) of (B, n_blocks) ``blocks`` rounded onto each block's grid ``grid``
     (n_blocks,) uint8: y = blocks / ``divisor``, w_hat at effective scales ``full``. Each only if
     asked for, else None."""
@@ -422,7 +420,8 @@ def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
         full = s * plan.tensor_factor  # float32 product: the decoder's effective scale
         grid = np.zeros(s.shape, np.uint8)
         codes_only = want_codes and plan.residual_cut is None  # no reconstruction needed
-        w_hat, codes = _round_chosen(plan.tables, blocks, _divisor(full), full, grid, w_hat=not codes_only, codes=want_codes)
+        w_hat, codes = _round_chosen(plan.tables, blocks, _divisor(full), full, grid, w_hat=not codes_only,
+                                     codes=want_codes)
         return _Chunk(w_hat, codes, grid, s, None), None
     # Errors of every trial x grid first; then one pass rounds each block onto its winner.
     best_s, best_grid, best_err = _choose(
@@ -432,8 +431,8 @@ def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
     return _Chunk(w_hat, codes, best_grid, best_s, None), best_err
 
 
-def _choose(trials: list[np.ndarray], plan: _Plan,
-            errors: Callable[[LookupTable, np.ndarray, np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _choose(trials: list[np.ndarray], plan: _Plan, errors: Callable[[LookupTable, np.ndarray, np.ndarray], np.ndarray]
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each block's best scale trial x grid: (scale, grid, error), all (n_blocks,). ``errors(table,
     divisor, full)`` gives every block's error on one grid; a tie keeps the earlier choice."""
     best_err = best_s = best_grid = None

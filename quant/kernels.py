@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-KERNELS = ("bucket_lookup", "bucket_lookup2", "scaled_codes", "decode", "block_extremes", "block_errors", "row_block_errors",
+KERNELS = ("bucket_lookup", "scaled_codes", "decode", "block_extremes", "block_errors", "row_block_errors",
            "round_chosen", "histogram_add")
 residual_score: Any  # _residual_score compiled, which the kernels call: set with them
 
@@ -40,7 +40,7 @@ def __getattr__(name: str) -> Any:
     return made[name]
 
 
-def _residual_score(r, unit, h, weighted):  # type: ignore[no-untyped-def]
+def _residual_score(r, unit, h, weighted):
     """In place: r = (r * unit)**2 * h, the ``* unit`` only if unit != 1 and ``* h`` only if
     ``weighted``: numpy's ``engine._residual_score`` step by step."""
     if unit != 1:
@@ -53,7 +53,7 @@ def _residual_score(r, unit, h, weighted):  # type: ignore[no-untyped-def]
             r[j] = r[j] * h[j]
 
 
-def _bucket_lookup(y, shift, threshold, table, out):  # type: ignore[no-untyped-def]
+def _bucket_lookup(y, shift, threshold, table, out):
     """out[i] = table[2 * b + (y[i] >= threshold[b])], b = bits(y[i]) >> shift; 1-D contiguous."""
     bits = y.view(np.uint32)
     for i in range(y.size):
@@ -62,17 +62,7 @@ def _bucket_lookup(y, shift, threshold, table, out):  # type: ignore[no-untyped-
     return out
 
 
-def _bucket_lookup2(y, shift, threshold, table, index, out, out_index):  # type: ignore[no-untyped-def]
-    """:func:`bucket_lookup` into two tables at once (value and index)."""
-    bits = y.view(np.uint32)
-    for i in range(y.size):
-        b = np.intp(bits[i] >> shift)
-        slot = 2 * b + (y[i] >= threshold[b])
-        out[i] = table[slot]
-        out_index[i] = index[slot]
-
-
-def _scaled_codes(blocks, divisor, choice, buckets, shift, threshold, index, out):  # type: ignore[no-untyped-def]
+def _scaled_codes(blocks, divisor, choice, buckets, shift, threshold, index, out):
     """Codes of (n, B) row-order ``blocks`` (one block per row) over (n,) ``divisor``, each block on
     its grid ``choice[i]`` of stacked bucket tables (quant.lookup.GridStack): index(blocks[i, j] / divisor[i])."""
     n, size = blocks.shape
@@ -88,7 +78,7 @@ def _scaled_codes(blocks, divisor, choice, buckets, shift, threshold, index, out
             out[i, j] = index[2 * b + (y[j] >= threshold[b])]
 
 
-def _row_block_errors(blocks, divisor, full, shift, threshold, table, h, unit, weighted, err):  # type: ignore[no-untyped-def]
+def _row_block_errors(blocks, divisor, full, shift, threshold, table, h, unit, weighted, err):
     """:func:`_block_errors` for (n, B) row-order ``blocks`` (one block per row), the same sums in
     the same order; ``h`` is the (cols,) float32 activation weight of each input channel, and
     block i starts at column (i * B) % cols."""
@@ -112,7 +102,7 @@ def _row_block_errors(blocks, divisor, full, shift, threshold, table, h, unit, w
         err[i] = e
 
 
-def _decode(codes, offset, multiplier, table, out):  # type: ignore[no-untyped-def]
+def _decode(codes, offset, multiplier, table, out):
     """out[i, j] = table[offset[i] + codes[i, j]] * multiplier[i] for (n, B) codes, (n,) offset and multiplier."""
     n, size = codes.shape
     for i in range(n):
@@ -122,7 +112,7 @@ def _decode(codes, offset, multiplier, table, out):  # type: ignore[no-untyped-d
             out[i, j] = table[base + np.intp(codes[i, j])] * m
 
 
-def _block_extremes(blocks, signed, amax, negative):  # type: ignore[no-untyped-def]
+def _block_extremes(blocks, signed, amax, negative):
     """Per row of (n, B) ``blocks``: the largest magnitude, and (signed) whether the extreme is
     negative (-min > max; ties keep the positive extreme). Unsigned: max |x|, negative untouched."""
     n, size = blocks.shape
@@ -143,7 +133,7 @@ def _block_extremes(blocks, signed, amax, negative):  # type: ignore[no-untyped-
             amax[i] = a
 
 
-def _block_errors(blocks, divisor, full, shift, threshold, table, h, unit, weighted, err):  # type: ignore[no-untyped-def]
+def _block_errors(blocks, divisor, full, shift, threshold, table, h, unit, weighted, err):
     """Per-block squared error of (B, n) block-layout ``blocks`` (one block per column) rounded
     onto one grid: y = blocks[i, j] / divisor[j], w_hat = table[slot(y)] * full[j], and
     err[j] = the sum over i, in order, of ((w_hat - blocks) * unit)**2 (times h[i, j] if
@@ -166,7 +156,7 @@ def _block_errors(blocks, divisor, full, shift, threshold, table, h, unit, weigh
             err[j] += r[j]
 
 
-def _round_chosen(blocks, divisor, full, choice, buckets, shift, threshold, table, index,  # type: ignore[no-untyped-def]
+def _round_chosen(blocks, divisor, full, choice, buckets, shift, threshold, table, index,
                   w_hat, codes, want_w_hat, want_codes):
     """Round (B, n) block-layout ``blocks`` onto each block's chosen grid: y = blocks[i, j] /
     divisor[j]; grid ``choice[j]``'s buckets start at choice[j] * ``buckets`` in the stacked
@@ -193,7 +183,7 @@ def _round_chosen(blocks, divisor, full, choice, buckets, shift, threshold, tabl
                 codes[i, j] = index[slot[j]]
 
 
-def _histogram_add(y, weight, lo, scale, total_weight, total_sum):  # type: ignore[no-untyped-def]
+def _histogram_add(y, weight, lo, scale, total_weight, total_sum):
     """Add samples ``y`` with ``weight`` (1-D float32) to a weighted histogram, in order: bin
     k = int((y - lo) * scale) clipped to the bins; total_weight[k] += weight, total_sum[k] +=
     weight * y (float64). On empty totals this is numpy's bincount with weights bit for bit."""

@@ -183,17 +183,6 @@ class LookupTable:
         kernels.bucket_lookup(y.reshape(-1), self.shift, self.bucket_threshold, self.bucket_value, out.reshape(-1))
         return out
 
-    def round_index(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(rounded value, index) of each element of ``y``, sharing one bucket lookup."""
-        y = np.ascontiguousarray(y, dtype=np.float32)
-        if self.bucket_value is None:
-            i = self._search(y)
-            return self.values.take(i), i.astype(np.uint16)
-        value, index = np.empty(y.shape, np.float32), np.empty(y.shape, np.uint16)
-        kernels.bucket_lookup2(y.reshape(-1), self.shift, self.bucket_threshold, self.bucket_value,
-                               self.bucket_index, value.reshape(-1), index.reshape(-1))
-        return value, index
-
     def _search(self, y: np.ndarray) -> np.ndarray:
         """#{i : y >= t_i} for float32 ``y`` by binary search."""
         # the ndarray method: 1 us less per call than the np.searchsorted wrapper

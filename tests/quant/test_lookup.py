@@ -47,9 +47,6 @@ def test_lookup_equals_brute_force(values, y, rounding):
     for path in _both_paths(table):
         np.testing.assert_array_equal(path.index(y), want)
         np.testing.assert_array_equal(path.round(y), values[want])
-        rounded, index = path.round_index(y)
-        np.testing.assert_array_equal(rounded, values[want])
-        np.testing.assert_array_equal(index, want)
 
 
 def _both_paths(table: LookupTable) -> tuple[LookupTable, LookupTable]:
