@@ -37,6 +37,9 @@ from quant import kernels
 # Largest bucket table we build: 2**18 buckets x 16 bytes = 4 MiB. Value sets needing more
 # (two levels closer than ~2**-9 relative) fall back to searchsorted, which is exact but slow.
 _MAX_MANTISSA_BITS = 9
+# Below this many elements one binary search over the thresholds beats the compiled bucket
+# lookup's call (this VM: 1 element 1.3 us against 3.9 us; even at 256); both are exact.
+SEARCH_BELOW = 256
 
 
 class Rounding(enum.Enum):
@@ -168,7 +171,7 @@ class LookupTable:
     def index(self, y: np.ndarray) -> np.ndarray:
         """Index into ``values`` for each element of float32 ``y`` (same shape)."""
         y = np.ascontiguousarray(y, dtype=np.float32)
-        if self.bucket_index is None:
+        if self.bucket_index is None or y.size < SEARCH_BELOW:
             return self._search(y).astype(np.uint16)
         out = np.empty(y.shape, np.uint16)
         kernels.bucket_lookup(y.reshape(-1), self.shift, self.bucket_threshold, self.bucket_index, out.reshape(-1))
@@ -177,7 +180,7 @@ class LookupTable:
     def round(self, y: np.ndarray) -> np.ndarray:
         """The rounded float32 value of each element of ``y`` (same shape)."""
         y = np.ascontiguousarray(y, dtype=np.float32)
-        if self.bucket_value is None:
+        if self.bucket_value is None or y.size < SEARCH_BELOW:
             return self.values.take(self._search(y))
         out = np.empty(y.shape, np.float32)
         kernels.bucket_lookup(y.reshape(-1), self.shift, self.bucket_threshold, self.bucket_value, out.reshape(-1))

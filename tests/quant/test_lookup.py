@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quant.lookup import LookupTable, Rounding, rounding_thresholds
+from quant.lookup import SEARCH_BELOW, LookupTable, Rounding, rounding_thresholds
 
 finite32 = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, width=32)
 value_sets = st.lists(finite32, min_size=2, max_size=40, unique=True).map(lambda v: np.unique(np.float32(v)))
@@ -44,14 +44,16 @@ def test_lookup_equals_brute_force(values, y, rounding):
     t = table.thresholds
     y = np.concatenate([y, values, t, np.nextafter(t, np.float32(-np.inf))])
     want = _brute_index(values, y, rounding)
-    for path in _both_paths(table):
-        np.testing.assert_array_equal(path.index(y), want)
-        np.testing.assert_array_equal(path.round(y), values[want])
+    many = -(-SEARCH_BELOW // y.size)  # as many copies again: the compiled bucket lookup as well
+    for probe, expected in ((y, want), (np.tile(y, many), np.tile(want, many))):
+        for path in _both_paths(table):
+            np.testing.assert_array_equal(path.index(probe), expected)
+            np.testing.assert_array_equal(path.round(probe), values[expected])
 
 
 def _both_paths(table: LookupTable) -> tuple[LookupTable, LookupTable]:
-    """The table as built (the compiled bucket lookup, where the value set allows one) and the
-    same table without buckets (the binary search)."""
+    """The table as built (on SEARCH_BELOW elements or more, the compiled bucket lookup, where
+    the value set allows one) and the same table without buckets (the binary search)."""
     return table, LookupTable(table.values, table.thresholds)
 
 
@@ -59,15 +61,16 @@ def _both_paths(table: LookupTable) -> tuple[LookupTable, LookupTable]:
 @given(value_sets, st.sampled_from([Rounding.NEAREST_EVEN, Rounding.CEIL, Rounding.FLOOR]))
 def test_infinities_round_to_the_end_values_on_both_paths(values, rounding):
     table = LookupTable.build(values, rounding_thresholds(values, rounding))
-    for path in _both_paths(table):
-        np.testing.assert_array_equal(path.index(np.float32([-np.inf, np.inf])), [0, values.size - 1])
+    for y in (np.float32([-np.inf, np.inf]), np.tile(np.float32([-np.inf, np.inf]), SEARCH_BELOW)):
+        for path in _both_paths(table):
+            np.testing.assert_array_equal(path.index(y), np.tile([0, values.size - 1], y.size // 2))
 
 
 def test_python_and_float64_inputs_round_as_their_float32_values():
     values = np.float32([-1.0, 0.0, 0.5, 2.0])
     table = LookupTable.build(values, rounding_thresholds(values, Rounding.NEAREST_EVEN))
     assert table.round(0.3) == table.round(np.float32(0.3)) == np.float32(0.5)
-    y = np.linspace(-3, 3, 1000)  # float64
+    y = np.linspace(-3, 3, 2 * SEARCH_BELOW)  # float64, the compiled lookup
     np.testing.assert_array_equal(table.round(y), table.round(y.astype(np.float32)))
     np.testing.assert_array_equal(table.index(y.tolist()), table.index(y.astype(np.float32)))
 
