@@ -14,6 +14,7 @@ import errno
 import fcntl
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -50,13 +51,17 @@ def write_atomic_chunks(path: Path, chunks: Iterable[bytes]) -> None:
         raise
 
 
+_HOST = socket.gethostname()
+
+
 def _new_temp(folder: Path) -> tuple[int, str]:
     """A new file in ``folder`` (made if missing), opened for writing, with the permissions the
     umask allows: the kernel applies it to mode 0666 (a measurement cache writes thousands of
-    small entries; tempfile.mkstemp's 0600 would need the umask read and a chmod for each)."""
+    small entries; tempfile.mkstemp's 0600 would need the umask read and a chmod for each).
+    Its name, ``.tmp-HOST-PID-RANDOM``, tells :func:`remove_dead_temps` whose it is."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     for _ in range(100):
-        tmp = os.path.join(folder, f".tmp-{os.urandom(6).hex()}")
+        tmp = os.path.join(folder, f".tmp-{_HOST}-{os.getpid()}-{os.urandom(6).hex()}")
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:
@@ -64,6 +69,26 @@ def _new_temp(folder: Path) -> tuple[int, str]:
         except FileNotFoundError:
             folder.mkdir(parents=True, exist_ok=True)
     raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(folder))
+
+
+def remove_dead_temps(root: Path) -> None:
+    """Delete the temp files under ``root`` that a killed process of this host left (a SIGKILL
+    mid-write cannot be cleaned up by the writer). Files of live processes, and of other hosts
+    sharing the directory, are left alone."""
+    for path in root.rglob(".tmp-*"):
+        host, pid, _ = path.name[len(".tmp-"):].rsplit("-", 2) if path.name.count("-") >= 3 else ("", "", "")
+        if host == _HOST and pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def staging_dir(target: Path) -> Path:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dse.atomic import remove_dead_temps
 from dse.cache import MeasurementCache, content_hash
 from dse.executor import Executor
 from dse.scenario import Scenario
@@ -222,6 +223,7 @@ def measure_table(s: Scenario, built: Setup, executor: Executor,
     prepare what later steps would otherwise do themselves (they then report any failure).
     """
     by_name = {c.name: c for c in s.candidates}
+    remove_dead_temps(s.cache_dir)  # a killed run's half-written entries
     cache = MeasurementCache(s.cache_dir)
     found: dict[str, dict[str, ErrorStats]] = {}
     jobs: list[tuple[Any, ...]] = []

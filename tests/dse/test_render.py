@@ -71,3 +71,26 @@ def test_atomic_writes_honour_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_killed_writers_temp_files_are_removed_and_no_others(tmp_path):
+    """A SIGKILL mid-write leaves `.tmp-HOST-PID-*`; the next run removes those of dead processes
+    of this host only (a live writer's, or another host's on a shared cache, stay)."""
+    import subprocess
+    import sys
+
+    from dse import atomic
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    (tmp_path / "ab").mkdir()
+    names = {"dead": f".tmp-{atomic._HOST}-{dead}-00aa11bb22cc",
+             "live": f".tmp-{atomic._HOST}-{os.getpid()}-00aa11bb22cc",
+             "other host": f".tmp-elsewhere-{dead}-00aa11bb22cc", "old style": ".tmp-00aa11bb22cc", "entry": "x.json"}
+    for name in names.values():
+        (tmp_path / "ab" / name).write_text("{")
+    atomic.remove_dead_temps(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "ab").iterdir()) == sorted(v for k, v in names.items() if k != "dead")
+    fd, tmp = atomic._new_temp(tmp_path)
+    os.close(fd)
+    assert os.path.basename(tmp).startswith(f".tmp-{atomic._HOST}-{os.getpid()}-")
