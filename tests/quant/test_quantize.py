@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from quant import dequantize, engine, measure, parse_candidate, quantize, reconstruction_error
-from quant.engine import fit_grids
+from quant.engine import CHUNK_ELEMENTS, fit_grids
 from quant.errors import WeightError
 
 
@@ -176,6 +176,17 @@ def test_nan_and_inf_weights_are_named_errors():
     w[1, 3] = np.nan
     with pytest.raises(WeightError, match="tensor 'blk.0'.*1 NaN/Inf"):
         measure(w, parse_candidate("E2M3sUE4M4"), name="blk.0")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_bad_weight_in_any_chunk_is_found(bad, threads):
+    """The tensor's extremes are taken chunk by chunk on the thread pool: a NaN or Inf in the
+    last chunk of many (not the first) still stops the call."""
+    w = np.ones((CHUNK_ELEMENTS // 64 * 3, 64), np.float32)
+    w[-1, 5] = bad
+    with pytest.raises(WeightError, match="tensor 'x'.*1 NaN/Inf"):
+        quantize(w, parse_candidate("E2M1sE4M3"), name="x", threads=threads)
 
 
 def test_row_length_must_be_a_multiple_of_the_block():
