@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 KERNELS = ("bucket_lookup", "scaled_codes", "decode", "block_extremes", "block_errors", "row_block_errors",
-           "round_chosen", "histogram_add")
+           "round_chosen", "histogram_add", "prefix_sums", "lloyd_iterate")
 residual_score: Any  # _residual_score compiled, which the kernels call: set with them
 
 
@@ -193,3 +193,62 @@ def _histogram_add(y, weight, lo, scale, total_weight, total_sum):
         w = np.float64(weight[i])
         total_weight[k] += w
         total_sum[k] += w * np.float64(y[i])
+
+
+def _prefix_sums(x, hi, lo):
+    """Running sums of ``x`` (float64) as unevaluated pairs hi + lo (TwoSum, Knuth TAOCP 4.2.2):
+    hi[0] = lo[0] = 0 and hi[i] + lo[i] = x[0] + ... + x[i-1] with an error of order
+    eps**2 * sum |x|, so a difference of two of them is a run's sum to about one rounding."""
+    hi[0] = 0.0
+    lo[0] = 0.0
+    for i in range(x.size):
+        a = hi[i]
+        b = x[i]
+        s = a + b
+        bb = s - a
+        hi[i + 1] = s
+        lo[i + 1] = lo[i] + ((a - (s - bb)) + (b - bb))
+
+
+def _lloyd_iterate(point, mass_hi, mass_lo, sum_hi, sum_lo, levels, pinned, max_iterations, tolerance):
+    """Weighted Lloyd iterations in place on sorted ``levels``: cell c holds the sorted ``point``
+    from the first one >= the midpoint below level c to the first one >= the midpoint above (a
+    point on a midpoint joins the upper cell); its mass and weighted sum are differences of the
+    prefix sums (:func:`_prefix_sums`). A level in ``pinned`` or with an empty cell stays. Stops
+    when no level moves by ``tolerance`` or more. Returns the iterations run."""
+    n = levels.size
+    first = np.empty(n, np.intp)
+    new = np.empty(n)
+    for it in range(max_iterations):
+        first[0] = 0
+        for c in range(1, n):
+            mid = (levels[c - 1] + levels[c]) / 2
+            a, b = 0, point.size  # numpy's searchsorted(side="left"): the first point >= mid
+            while a < b:
+                m = (a + b) // 2
+                if point[m] < mid:
+                    a = m + 1
+                else:
+                    b = m
+            first[c] = a
+        for c in range(n):
+            end = first[c + 1] if c + 1 < n else point.size
+            new[c] = levels[c]
+            if end <= first[c]:
+                continue
+            fixed = False
+            for p in pinned:
+                fixed = fixed or levels[c] == p
+            if fixed:
+                continue
+            w = (mass_hi[end] - mass_hi[first[c]]) + (mass_lo[end] - mass_lo[first[c]])
+            if w > 0:
+                new[c] = ((sum_hi[end] - sum_hi[first[c]]) + (sum_lo[end] - sum_lo[first[c]])) / w
+        new.sort()  # centroids of ordered cells stay ordered; sort guards ties
+        moved = 0.0
+        for c in range(n):
+            moved = max(moved, abs(new[c] - levels[c]))
+            levels[c] = new[c]
+        if moved < tolerance:
+            return it + 1
+    return max_iterations

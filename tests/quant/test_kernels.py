@@ -4,6 +4,8 @@ The reference rounds with the same table stripped of its buckets, which
 ``LookupTable`` then rounds by numpy's binary search (checked against brute force in
 test_lookup.py)."""
 
+import math
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -147,3 +149,20 @@ def test_histogram_add_equals_bincount(chunk, span):
     index = np.clip(((flat - np.float32(-span)) * np.float32(bins / (2 * span))).astype(np.intp), 0, bins - 1)
     np.testing.assert_array_equal(hist.weight, np.bincount(index, weights=wt, minlength=bins))
     np.testing.assert_array_equal(hist.weighted_sum, np.bincount(index, weights=wt * flat, minlength=bins))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 3000))
+def test_a_difference_of_prefix_sums_is_the_runs_exact_sum(seed, n):
+    """Lloyd's cell sums (quant.learned.lloyd): a run's sum from two running-sum pairs is its exact
+    sum (math.fsum) to about one rounding, even for a tiny run after ten decades of larger terms."""
+    rng = np.random.default_rng(seed)
+    x = rng.lognormal(0, 6, n)
+    hi, lo = np.empty(n + 1), np.empty(n + 1)
+    kernels.prefix_sums(x, hi, lo)
+    total = math.fsum(x)
+    for a, b in rng.integers(0, n + 1, (20, 2)):
+        a, b = min(a, b), max(a, b)
+        exact = math.fsum(x[a:b])
+        run = (hi[b] - hi[a]) + (lo[b] - lo[a])
+        assert abs(run - exact) <= 2.3e-16 * exact + n * 2.0**-104 * total
