@@ -233,10 +233,9 @@ def _tables(grids: tuple[np.ndarray, ...]) -> tuple[LookupTable, ...]:
 def _extremes(w: np.ndarray, threads: int | None) -> tuple[float, float]:
     """(max, min) of ``w``, NaN if it holds one; chunk by chunk on the thread pool (one numpy
     reduction over a large tensor runs on one core: a quarter of quantize()'s time at 16M)."""
-    chunks = _row_chunks(*w.shape)
-    if len(chunks) == 1:
+    if w.size <= CHUNK_ELEMENTS:  # one chunk
         return float(w.max()), float(w.min())
-    parts = np.array(list(_map_chunks(lambda r: (w[r].max(), w[r].min()), chunks, threads)))
+    parts = np.array(list(_map_chunks(lambda r: (w[r].max(), w[r].min()), _row_chunks(*w.shape), threads)))
     return float(parts[:, 0].max()), float(parts[:, 1].min())  # numpy's max and min keep a NaN
 
 
