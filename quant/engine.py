@@ -433,17 +433,30 @@ def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
                                      codes=want_codes)
         return _Chunk(w_hat, codes, grid, s, None), None
     # Errors of every trial x grid first; then one pass rounds each block onto its winner.
-    best_s, best_grid, best_err = _choose(
-        trials, plan, lambda table, divisor, full: _block_errors(table, blocks, divisor, full, h, plan.err_unit))
+    stack = grid_stack(plan.tables)
+    if stack is None:  # a grid without bucket table: numpy, trial by trial and grid by grid
+        best_s, best_grid, best_err = _choose(
+            trials, plan, lambda table, divisor, full: _block_errors(table, blocks, divisor, full, h, plan.err_unit))
+    else:
+        best_s, best_grid, best_err = _chosen(blocks.shape[1])
+        kernels.choose_blocks(blocks, np.stack(trials), plan.tensor_factor, stack.buckets, stack.shift,
+                              stack.threshold, stack.value, len(plan.tables), _NO_WEIGHTS if h is None else h,
+                              plan.err_unit, h is not None, best_s, best_grid, best_err)
     full = best_s * plan.tensor_factor
     w_hat, codes = _round_chosen(plan.tables, blocks, _divisor(full), full, best_grid, codes=want_codes)
     return _Chunk(w_hat, codes, best_grid, best_s, None), best_err
 
 
+def _chosen(n_blocks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Empty (scale, grid, error) arrays for the choose kernels to fill."""
+    return np.empty(n_blocks, np.float32), np.empty(n_blocks, np.uint8), np.empty(n_blocks, np.float32)
+
+
 def _choose(trials: list[np.ndarray], plan: _Plan, errors: Callable[[LookupTable, np.ndarray, np.ndarray], np.ndarray]
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each block's best scale trial x grid: (scale, grid, error), all (n_blocks,). ``errors(table,
-    divisor, full)`` gives every block's error on one grid; a tie keeps the earlier choice."""
+    divisor, full)`` gives every block's error on one grid; a tie keeps the earlier choice.
+    numpy's path for grids without bucket tables: kernels.choose_blocks does the same in one call."""
     best_err = best_s = best_grid = None
     for s in trials:
         full = s * plan.tensor_factor  # float32 product: the decoder's effective scale
@@ -774,14 +787,6 @@ def quantize(w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = No
                and candidate.rule is not ScaleRule.GGML)
     h_row = np.empty(0, np.float32) if plan.h is None else plan.h.astype(np.float32)
 
-    def row_errors(blocks: np.ndarray) -> Callable[[LookupTable, np.ndarray, np.ndarray], np.ndarray]:
-        def errors(table: LookupTable, divisor: np.ndarray, full: np.ndarray) -> np.ndarray:
-            err = np.empty(blocks.shape[0], np.float32)
-            kernels.row_block_errors(blocks, divisor, full, table.shift, table.bucket_threshold, table.bucket_value,
-                                     h_row, plan.err_unit, plan.h is not None, err)
-            return err
-        return errors
-
     def one(r: slice) -> np.ndarray:
         part = w[r]
         if rowwise:
@@ -791,7 +796,10 @@ def quantize(w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = No
             if len(trials) * len(plan.tables) == 1:
                 s, grid = trials[0], np.zeros(row_blocks.shape[0], np.uint8)
             else:
-                s, grid, _ = _choose(trials, plan, row_errors(row_blocks))
+                s, grid, err = _chosen(row_blocks.shape[0])
+                kernels.choose_rows(row_blocks, np.stack(trials), plan.tensor_factor, stack.buckets, stack.shift,
+                                    stack.threshold, stack.value, len(plan.tables), h_row, plan.err_unit,
+                                    plan.h is not None, s, grid, err)
             kernels.scaled_codes(row_blocks, _divisor(s * plan.tensor_factor), grid, stack.buckets, stack.shift,
                                  stack.threshold, stack.index, codes[r].reshape(row_blocks.shape))
             grid_index[r] = grid.reshape(part.shape[0], -1)

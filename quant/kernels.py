@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-KERNELS = ("bucket_lookup", "scaled_codes", "decode", "block_extremes", "block_errors", "row_block_errors",
-           "round_chosen", "histogram_add", "prefix_sums", "lloyd_iterate")
+KERNELS = ("bucket_lookup", "scaled_codes", "decode", "block_extremes", "block_errors", "choose_blocks",
+           "choose_rows", "round_chosen", "histogram_add", "prefix_sums", "lloyd_iterate")
 residual_score: Any  # _residual_score compiled, which the kernels call: set with them
 
 
@@ -70,16 +70,17 @@ def _scaled_codes(blocks, divisor, choice, buckets, shift, threshold, index, out
     bits = y.view(np.uint32)
     for i in range(n):
         d = divisor[i]
-        base = np.intp(choice[i]) * buckets
+        base = np.uintp(choice[i]) * np.uintp(buckets)
         for j in range(size):
             y[j] = blocks[i, j] / d
         for j in range(size):
-            b = base + np.intp(bits[j] >> shift)
-            out[i, j] = index[2 * b + (y[j] >= threshold[b])]
+            b = base + np.uintp(bits[j] >> shift)
+            out[i, j] = index[b + b + np.uintp(y[j] >= threshold[b])]
 
 
-def _row_block_errors(blocks, divisor, full, shift, threshold, table, h, unit, weighted, err):
-    """:func:`_block_errors` for (n, B) row-order ``blocks`` (one block per row), the same sums in
+def _choose_rows(blocks, scales, factor, buckets, shift, threshold, table, n_grids, h, unit, weighted,
+                 best_s, best_grid, best_err):
+    """:func:`_choose_blocks` for (n, B) row-order ``blocks`` (one block per row), the same sums in
     the same order; ``h`` is the (cols,) float32 activation weight of each input channel, and
     block i starts at column (i * B) % cols."""
     n, size = blocks.shape
@@ -87,29 +88,35 @@ def _row_block_errors(blocks, divisor, full, shift, threshold, table, h, unit, w
     bits = y.view(np.uint32)
     r = np.empty(size, np.float32)
     for i in range(n):
-        d = divisor[i]
-        for j in range(size):
-            y[j] = blocks[i, j] / d
-        f = full[i]
-        for j in range(size):
-            b = np.intp(bits[j] >> shift)
-            r[j] = table[2 * b + (y[j] >= threshold[b])] * f - blocks[i, j]
         start = (i * size) % h.size if weighted else 0
-        residual_score(r, unit, h[start:start + size] if weighted else r, weighted)
-        e = np.float32(0)
-        for j in range(size):
-            e += r[j]
-        err[i] = e
+        for t in range(scales.shape[0]):
+            f = scales[t, i] * factor
+            d = f if f != 0 else np.float32(1)
+            for j in range(size):
+                y[j] = blocks[i, j] / d
+            for k in range(n_grids):
+                base = np.uintp(k) * np.uintp(buckets)
+                for j in range(size):
+                    b = base + np.uintp(bits[j] >> shift)
+                    r[j] = table[b + b + np.uintp(y[j] >= threshold[b])] * f - blocks[i, j]
+                residual_score(r, unit, h[start:start + size] if weighted else r, weighted)
+                e = np.float32(0)
+                for j in range(size):
+                    e += r[j]
+                if (t == 0 and k == 0) or e < best_err[i]:
+                    best_err[i] = e
+                    best_s[i] = scales[t, i]
+                    best_grid[i] = k
 
 
 def _decode(codes, offset, multiplier, table, out):
     """out[i, j] = table[offset[i] + codes[i, j]] * multiplier[i] for (n, B) codes, (n,) offset and multiplier."""
     n, size = codes.shape
     for i in range(n):
-        base = np.intp(offset[i])
+        base = np.uintp(offset[i])
         m = multiplier[i]
         for j in range(size):
-            out[i, j] = table[base + np.intp(codes[i, j])] * m
+            out[i, j] = table[base + np.uintp(codes[i, j])] * m
 
 
 def _block_extremes(blocks, signed, amax, negative):
@@ -156,6 +163,49 @@ def _block_errors(blocks, divisor, full, shift, threshold, table, h, unit, weigh
             err[j] += r[j]
 
 
+def _choose_blocks(blocks, scales, factor, buckets, shift, threshold, table, n_grids, h, unit, weighted,
+                   best_s, best_grid, best_err):
+    """Each block's best scale trial x grid for (B, n) block-layout ``blocks``: trial t's effective
+    scales are full = scales[t] * ``factor`` (float32), divided by as 1 where 0; grid k's buckets
+    start at k * ``buckets`` in the stacked tables (quant.lookup.GridStack). A block's error on
+    each is :func:`_block_errors`'s, bit for bit; trials outermost, a later choice wins only with
+    a smaller error. Writes the winner's scale (from ``scales``), grid and error per block."""
+    rows, n = blocks.shape
+    y = np.empty(n, np.float32)
+    bits = y.view(np.uint32)
+    r = np.empty(n, np.float32)
+    err = np.empty(n, np.float32)
+    full = np.empty(n, np.float32)
+    divisor = np.empty(n, np.float32)
+    for t in range(scales.shape[0]):
+        for j in range(n):
+            full[j] = scales[t, j] * factor
+            divisor[j] = full[j] if full[j] != 0 else np.float32(1)
+        for k in range(n_grids):
+            base = np.uintp(k) * np.uintp(buckets)
+            err[:] = 0
+            for i in range(rows):
+                for j in range(n):
+                    y[j] = blocks[i, j] / divisor[j]
+                for j in range(n):
+                    b = base + np.uintp(bits[j] >> shift)
+                    r[j] = table[b + b + np.uintp(y[j] >= threshold[b])] * full[j] - blocks[i, j]
+                residual_score(r, unit, h[i] if weighted else r, weighted)
+                for j in range(n):
+                    err[j] += r[j]
+            if t == 0 and k == 0:
+                for j in range(n):
+                    best_err[j] = err[j]
+                    best_s[j] = scales[0, j]
+                    best_grid[j] = 0
+                continue
+            for j in range(n):  # selects, not branches: which block wins is data, unpredictable
+                better = err[j] < best_err[j]
+                best_err[j] = err[j] if better else best_err[j]
+                best_s[j] = scales[t, j] if better else best_s[j]
+                best_grid[j] = k if better else best_grid[j]
+
+
 def _round_chosen(blocks, divisor, full, choice, buckets, shift, threshold, table, index,
                   w_hat, codes, want_w_hat, want_codes):
     """Round (B, n) block-layout ``blocks`` onto each block's chosen grid: y = blocks[i, j] /
@@ -165,16 +215,16 @@ def _round_chosen(blocks, divisor, full, choice, buckets, shift, threshold, tabl
     rows, n = blocks.shape
     y = np.empty(n, np.float32)
     bits = y.view(np.uint32)
-    slot = np.empty(n, np.intp)
-    base = np.empty(n, np.intp)
+    slot = np.empty(n, np.uintp)
+    base = np.empty(n, np.uintp)
     for j in range(n):
-        base[j] = np.intp(choice[j]) * buckets
+        base[j] = np.uintp(choice[j]) * np.uintp(buckets)
     for i in range(rows):
         for j in range(n):
             y[j] = blocks[i, j] / divisor[j]
         for j in range(n):
-            b = base[j] + np.intp(bits[j] >> shift)
-            slot[j] = 2 * b + (y[j] >= threshold[b])
+            b = base[j] + np.uintp(bits[j] >> shift)
+            slot[j] = b + b + np.uintp(y[j] >= threshold[b])
         if want_w_hat:
             for j in range(n):
                 w_hat[i, j] = table[slot[j]] * full[j]

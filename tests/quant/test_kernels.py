@@ -5,6 +5,7 @@ The reference rounds with the same table stripped of its buckets, which
 test_lookup.py)."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 from hypothesis import given, settings
@@ -85,6 +86,32 @@ def test_scaled_codes_equal_numpy(chunk, name, dtype):
         np.testing.assert_array_equal(out[mine], _search_only(table).index(rows / divisor[:, None])[mine])
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["E2M1|INT4sE4M3", "NF4|SH4sUE4M4", "E2M1sE4M3@16:mse",
+                                                   "E2M1sE4M3@16:4o6", "E2M1sE4M3@16:4o6:aw", "NF4|DD4sUE4M4:aw",
+                                                   "E2M3|INT6sUE8M0@32"]),
+       st.sampled_from([1.0, 1e-30, 1e30]))
+def test_choosing_among_trials_and_grids_equals_numpy(seed, name, magnitude):
+    """kernels.choose_blocks (every trial x grid in one call) against engine._choose over numpy's
+    per-grid errors (tables without buckets): the same scale, grid and error per block, bit for
+    bit, with and without activation weights and at error units far from 1."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((8, 256)) * rng.lognormal(0, 2, (8, 1)) * magnitude).astype(np.float32)
+    w[:, 32:64] = 0.0  # all-zero blocks: scale 0, divided by 1
+    act = rng.uniform(0.1, 2.0, 256)
+    w32, h, plan = engine._prepare(w, parse_candidate(name), act, "t", 1)
+    blocks = engine._block_view(w32, plan.block)
+    hb = engine._h_blocks(h, plan.block, w.shape[0]) if plan.h is not None else None
+    chunk, err = engine._best_of_trials(blocks, plan, hb, want_codes=False)
+    searched = replace(plan, tables=tuple(map(_search_only, plan.tables)))
+    ref_s, ref_grid, ref_err = engine._choose(
+        engine._block_scales(blocks, plan), searched,
+        lambda table, divisor, full: engine._block_errors(table, blocks, divisor, full, hb, plan.err_unit))
+    np.testing.assert_array_equal(chunk.scales, ref_s)
+    np.testing.assert_array_equal(chunk.grid, ref_grid)
+    np.testing.assert_array_equal(err, ref_err)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from(["E2M1|INT4sE4M3", "E2M1sE4M3@16:mse", "E2M1sE4M3@16:4o6:aw",
                                                    "NF4|DD4sUE4M4", "E2M1|INT4sE4M3:aw", "E4M3sUE8M0@layer"]))
@@ -93,6 +120,7 @@ def test_codes_found_in_row_order_equal_the_block_layouts(seed, name):
     are the block layout's sums bit for bit, so the codes are those of _quantize_blocks."""
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((24, 256)) * rng.lognormal(0, 1, (24, 1))).astype(np.float32)
+    w[:, 64:96] = 0.0  # all-zero blocks: every choice ties, the first must win
     act = rng.uniform(0.1, 2.0, 256)
     c = parse_candidate(name)
     q = quantize(w, c, act=act)
