@@ -386,15 +386,16 @@ def _block_errors(table: LookupTable, blocks: np.ndarray, divisor: np.ndarray, f
     return err
 
 
-def _round_chosen(tables: tuple[LookupTable, ...], blocks: np.ndarray, divisor: np.ndarray, full: np.ndarray,
+def _round_chosen(tables: tuple[LookupTable, ...], blocks: np.ndarray, scales: np.ndarray, factor: np.float32,
                   grid: np.ndarray, *, w_hat: bool = True, codes: bool = False
                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(w_hat, codes) of (B, n_blocks) ``blocks`` rounded onto each block's grid ``grid``
-    (n_blocks,) uint8: y = blocks / ``divisor``, w_hat at effective scales ``full``. Each only if
-    asked for, else None."""
+    (n_blocks,) uint8, at effective scales full = ``scales`` * ``factor`` (float32): y = blocks /
+    full (by 1 where full is 0), w_hat = value * full. Each only if asked for, else None."""
     stack = grid_stack(tables)
     if stack is None:  # a grid without bucket table: numpy, grid by grid
-        y = blocks / divisor
+        full = scales * factor
+        y = blocks / _divisor(full)
         hat = codes_out = None
         for k, table in enumerate(tables):
             mine = grid == k
@@ -405,7 +406,7 @@ def _round_chosen(tables: tuple[LookupTable, ...], blocks: np.ndarray, divisor: 
         return hat, codes_out
     hat_out = np.empty(blocks.shape if w_hat else (0, 0), np.float32)
     codes_out = np.empty(blocks.shape if codes else (0, 0), np.uint16)
-    kernels.round_chosen(blocks, divisor, full, grid, stack.buckets, stack.shift, stack.threshold, stack.value,
+    kernels.round_chosen(blocks, scales, factor, grid, stack.buckets, stack.shift, stack.threshold, stack.value,
                          stack.index, hat_out, codes_out, w_hat, codes)
     return hat_out if w_hat else None, codes_out if codes else None
 
@@ -426,10 +427,9 @@ def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
     trials = _block_scales(blocks, plan)
     if len(trials) * len(plan.tables) == 1 and plan.outlier_factor is None:  # nothing to compare
         s = trials[0]
-        full = s * plan.tensor_factor  # float32 product: the decoder's effective scale
         grid = np.zeros(s.shape, np.uint8)
         codes_only = want_codes and plan.residual_cut is None  # no reconstruction needed
-        w_hat, codes = _round_chosen(plan.tables, blocks, _divisor(full), full, grid, w_hat=not codes_only,
+        w_hat, codes = _round_chosen(plan.tables, blocks, s, plan.tensor_factor, grid, w_hat=not codes_only,
                                      codes=want_codes)
         return _Chunk(w_hat, codes, grid, s, None), None
     # Errors of every trial x grid first; then one pass rounds each block onto its winner.
@@ -442,8 +442,7 @@ def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
         kernels.choose_blocks(blocks, np.stack(trials), plan.tensor_factor, stack.buckets, stack.shift,
                               stack.threshold, stack.value, len(plan.tables), _NO_WEIGHTS if h is None else h,
                               plan.err_unit, h is not None, best_s, best_grid, best_err)
-    full = best_s * plan.tensor_factor
-    w_hat, codes = _round_chosen(plan.tables, blocks, _divisor(full), full, best_grid, codes=want_codes)
+    w_hat, codes = _round_chosen(plan.tables, blocks, best_s, plan.tensor_factor, best_grid, codes=want_codes)
     return _Chunk(w_hat, codes, best_grid, best_s, None), best_err
 
 
@@ -800,7 +799,7 @@ def quantize(w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = No
                 kernels.choose_rows(row_blocks, np.stack(trials), plan.tensor_factor, stack.buckets, stack.shift,
                                     stack.threshold, stack.value, len(plan.tables), h_row, plan.err_unit,
                                     plan.h is not None, s, grid, err)
-            kernels.scaled_codes(row_blocks, _divisor(s * plan.tensor_factor), grid, stack.buckets, stack.shift,
+            kernels.scaled_codes(row_blocks, s, plan.tensor_factor, grid, stack.buckets, stack.shift,
                                  stack.threshold, stack.index, codes[r].reshape(row_blocks.shape))
             grid_index[r] = grid.reshape(part.shape[0], -1)
             scales[r] = s.reshape(part.shape[0], -1)

@@ -62,14 +62,16 @@ def _bucket_lookup(y, shift, threshold, table, out):
     return out
 
 
-def _scaled_codes(blocks, divisor, choice, buckets, shift, threshold, index, out):
-    """Codes of (n, B) row-order ``blocks`` (one block per row) over (n,) ``divisor``, each block on
-    its grid ``choice[i]`` of stacked bucket tables (quant.lookup.GridStack): index(blocks[i, j] / divisor[i])."""
+def _scaled_codes(blocks, scales, factor, choice, buckets, shift, threshold, index, out):
+    """Codes of (n, B) row-order ``blocks`` (one block per row) at effective scales full = scales[i]
+    * ``factor`` (float32; divided by as 1 where 0), each block on its grid ``choice[i]`` of
+    stacked bucket tables (quant.lookup.GridStack): index(blocks[i, j] / full)."""
     n, size = blocks.shape
     y = np.empty(size, np.float32)
     bits = y.view(np.uint32)
     for i in range(n):
-        d = divisor[i]
+        f = scales[i] * factor
+        d = f if f != 0 else np.float32(1)
         base = np.uintp(choice[i]) * np.uintp(buckets)
         for j in range(size):
             y[j] = blocks[i, j] / d
@@ -206,19 +208,24 @@ def _choose_blocks(blocks, scales, factor, buckets, shift, threshold, table, n_g
                 best_grid[j] = k if better else best_grid[j]
 
 
-def _round_chosen(blocks, divisor, full, choice, buckets, shift, threshold, table, index,
+def _round_chosen(blocks, scales, factor, choice, buckets, shift, threshold, table, index,
                   w_hat, codes, want_w_hat, want_codes):
-    """Round (B, n) block-layout ``blocks`` onto each block's chosen grid: y = blocks[i, j] /
-    divisor[j]; grid ``choice[j]``'s buckets start at choice[j] * ``buckets`` in the stacked
-    tables (quant.lookup.GridStack); w_hat[i, j] = table[slot] * full[j], codes[i, j] = index[slot].
+    """Round (B, n) block-layout ``blocks`` onto each block's chosen grid at effective scales
+    full[j] = scales[j] * ``factor`` (float32): y = blocks[i, j] / full[j] (by 1 where full is
+    0); grid ``choice[j]``'s buckets start at choice[j] * ``buckets`` in the stacked tables
+    (quant.lookup.GridStack); w_hat[i, j] = table[slot] * full[j], codes[i, j] = index[slot].
     Only the outputs asked for are written (the other may be an empty array)."""
     rows, n = blocks.shape
     y = np.empty(n, np.float32)
     bits = y.view(np.uint32)
     slot = np.empty(n, np.uintp)
     base = np.empty(n, np.uintp)
+    full = np.empty(n, np.float32)
+    divisor = np.empty(n, np.float32)
     for j in range(n):
         base[j] = np.uintp(choice[j]) * np.uintp(buckets)
+        full[j] = scales[j] * factor
+        divisor[j] = full[j] if full[j] != 0 else np.float32(1)
     for i in range(rows):
         for j in range(n):
             y[j] = blocks[i, j] / divisor[j]

@@ -16,6 +16,7 @@ from quant.learned import Histogram
 from quant.lookup import LookupTable, grid_stack
 
 GRIDS = ("E2M1sE4M3@16", "NF4sUE4M4", "INT8sUE8M0@32", "E4M3sUE8M0@32", "SH4sE4M3")
+FACTORS = (1.0, 0.7, 2.0**-100)  # per-tensor factors: float32 products with the block scales, some subnormal
 
 
 @st.composite
@@ -48,39 +49,43 @@ def test_block_errors_equal_numpy(chunk, name, weighted, unit):
 
 
 @settings(max_examples=150, deadline=None)
-@given(chunks(), st.sampled_from(["E2M1|INT4sE4M3", "NF4|SH4sUE4M4", "E2M1sE4M3@16", "INT8|E4M3sUE8M0@32"]))
-def test_rounding_onto_each_blocks_grid_equals_numpy(chunk, name):
+@given(chunks(), st.sampled_from(["E2M1|INT4sE4M3", "NF4|SH4sUE4M4", "E2M1sE4M3@16", "INT8|E4M3sUE8M0@32"]),
+       st.sampled_from(FACTORS))
+def test_rounding_onto_each_blocks_grid_equals_numpy(chunk, name, factor):
     """One pass over a stack of grids (each block its own) equals each grid's own rounding."""
-    blocks, full, rng = chunk
+    blocks, scales, rng = chunk
     tables = engine._recipe(parse_candidate(name)).tables
     grid = rng.integers(0, len(tables), blocks.shape[1]).astype(np.uint8)
-    divisor = engine._divisor(full)
-    w_hat, codes = engine._round_chosen(tables, blocks, divisor, full, grid, codes=True)
-    y = blocks / divisor
+    factor = np.float32(factor)
+    full = scales * factor  # float32: the effective scale
+    w_hat, codes = engine._round_chosen(tables, blocks, scales, factor, grid, codes=True)
+    y = blocks / engine._divisor(full)
     for k, table in enumerate(tables):
         mine = grid == k
         search = _search_only(table)
         np.testing.assert_array_equal(w_hat[:, mine], (search.round(y) * full)[:, mine])
         np.testing.assert_array_equal(codes[:, mine], search.index(y)[:, mine])
-    searched = engine._round_chosen(tuple(map(_search_only, tables)), blocks, divisor, full, grid, codes=True)
+    searched = engine._round_chosen(tuple(map(_search_only, tables)), blocks, scales, factor, grid, codes=True)
     np.testing.assert_array_equal(searched[0], w_hat)
     np.testing.assert_array_equal(searched[1], codes)
-    alone = engine._round_chosen(tables, blocks, divisor, full, grid, w_hat=False, codes=True)
+    alone = engine._round_chosen(tables, blocks, scales, factor, grid, w_hat=False, codes=True)
     assert alone[0] is None
     np.testing.assert_array_equal(alone[1], codes)
 
 
 @settings(max_examples=100, deadline=None)
-@given(chunks(), st.sampled_from(["E2M1|INT4sE4M3", "NF4|SH4sUE4M4", *GRIDS]), st.sampled_from([np.uint8, np.uint16]))
-def test_scaled_codes_equal_numpy(chunk, name, dtype):
-    blocks, full, rng = chunk
+@given(chunks(), st.sampled_from(["E2M1|INT4sE4M3", "NF4|SH4sUE4M4", *GRIDS]), st.sampled_from([np.uint8, np.uint16]),
+       st.sampled_from(FACTORS))
+def test_scaled_codes_equal_numpy(chunk, name, dtype, factor):
+    blocks, scales, rng = chunk
     rows = np.ascontiguousarray(blocks.T)  # row order: one block per row
     tables = engine._recipe(parse_candidate(name)).tables
     stack = grid_stack(tables)
     grid = rng.integers(0, len(tables), rows.shape[0]).astype(np.uint8)
-    divisor = engine._divisor(full)
+    factor = np.float32(factor)
+    divisor = engine._divisor(scales * factor)
     out = np.empty(rows.shape, dtype)
-    kernels.scaled_codes(rows, divisor, grid, stack.buckets, stack.shift, stack.threshold, stack.index, out)
+    kernels.scaled_codes(rows, scales, factor, grid, stack.buckets, stack.shift, stack.threshold, stack.index, out)
     for k, table in enumerate(tables):
         mine = grid == k
         np.testing.assert_array_equal(out[mine], _search_only(table).index(rows / divisor[:, None])[mine])
