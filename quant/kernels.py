@@ -23,7 +23,8 @@ import numpy as np
 
 KERNELS = ("bucket_lookup", "scaled_codes", "decode", "block_extremes", "block_errors", "choose_blocks",
            "choose_rows", "round_chosen", "histogram_add", "prefix_sums", "lloyd_iterate")
-residual_score: Any  # _residual_score compiled, which the kernels call: set with them
+residual_score: Any  # _residual_score and _effective_scales compiled, which the kernels call: set with them
+effective_scales: Any
 
 
 def __getattr__(name: str) -> Any:
@@ -35,6 +36,7 @@ def __getattr__(name: str) -> Any:
     jit = numba.njit(nogil=True, cache=True, fastmath=False, boundscheck=False, error_model="numpy")
     made = globals()
     made["residual_score"] = jit(_residual_score)  # called by kernels: compiled into them
+    made["effective_scales"] = jit(_effective_scales)
     for kernel in KERNELS:
         made[kernel] = jit(made["_" + kernel])
     return made[name]
@@ -51,6 +53,17 @@ def _residual_score(r, unit, h, weighted):
     if weighted:
         for j in range(r.size):
             r[j] = r[j] * h[j]
+
+
+def _effective_scales(scales, factor):
+    """(full, divisor) for (n,) block ``scales``: full = scales * ``factor`` in float32 (the
+    decoder's effective scale), and the divisor full, or 1 where full is 0 (an all-zero block)."""
+    full = np.empty(scales.size, np.float32)
+    divisor = np.empty(scales.size, np.float32)
+    for j in range(scales.size):
+        full[j] = scales[j] * factor
+        divisor[j] = full[j] if full[j] != 0 else np.float32(1)
+    return full, divisor
 
 
 def _bucket_lookup(y, shift, threshold, table, out):
@@ -177,12 +190,8 @@ def _choose_blocks(blocks, scales, factor, buckets, shift, threshold, table, n_g
     bits = y.view(np.uint32)
     r = np.empty(n, np.float32)
     err = np.empty(n, np.float32)
-    full = np.empty(n, np.float32)
-    divisor = np.empty(n, np.float32)
     for t in range(scales.shape[0]):
-        for j in range(n):
-            full[j] = scales[t, j] * factor
-            divisor[j] = full[j] if full[j] != 0 else np.float32(1)
+        full, divisor = effective_scales(scales[t], factor)
         for k in range(n_grids):
             base = np.uintp(k) * np.uintp(buckets)
             err[:] = 0
@@ -220,12 +229,9 @@ def _round_chosen(blocks, scales, factor, choice, buckets, shift, threshold, tab
     bits = y.view(np.uint32)
     slot = np.empty(n, np.uintp)
     base = np.empty(n, np.uintp)
-    full = np.empty(n, np.float32)
-    divisor = np.empty(n, np.float32)
     for j in range(n):
         base[j] = np.uintp(choice[j]) * np.uintp(buckets)
-        full[j] = scales[j] * factor
-        divisor[j] = full[j] if full[j] != 0 else np.float32(1)
+    full, divisor = effective_scales(scales, factor)
     for i in range(rows):
         for j in range(n):
             y[j] = blocks[i, j] / divisor[j]
