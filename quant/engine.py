@@ -55,7 +55,7 @@ _FOUR_OVER_SIX = ((1.0, Rounding.NEAREST_EVEN), (1.5, Rounding.NEAREST_EVEN))
 
 T = TypeVar("T")
 _ONE = np.float32(1.0)  # the unit factor, made once (a numpy scalar costs ~0.5 us per call)
-_NO_WEIGHTS = np.empty((0, 0), np.float32)  # h for kernels.block_errors when there is none
+_NO_WEIGHTS = np.empty((0, 0), np.float32)  # h for kernels.block_errors and choose_blocks when there is none
 _F32_TINY = float(np.finfo(np.float32).tiny)
 # Tensor amax range whose squared residuals fit float32 as they are: 2**-30 leaves residuals
 # down to 2**-30 x 2**-33 of the largest weight above float32's smallest normal square root (2**-63).

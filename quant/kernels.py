@@ -1,10 +1,16 @@
-"""Compiled loops for the per-element hot paths: bucket lookup, scale-and-round, decode.
+"""Compiled loops for the per-element hot paths (bucket lookup, scale-and-round, each block's
+choice of scale trial and grid, decode) and for the learned grids' Lloyd iterations.
 
 numpy runs each step of "divide by the block scale, bucket, compare, gather, multiply" as a
 separate pass over memory with its own temporary; these kernels do all of them in one pass
 per element, in float32 exactly as the numpy expressions they replace (no fast-math, no fused
-multiply-add), so every result is bit-identical. They release the GIL, so the chunk pool's
-threads run them in parallel, and are compiled once per machine (numba's on-disk cache).
+multiply-add), so every result is bit-identical. The Lloyd kernels are the exception: they sum
+a cell as a difference of running sums, not as numpy did (see quant.learned.lloyd). They
+release the GIL, so the chunk pool's threads run them in parallel, and are compiled once per
+machine (numba's on-disk cache).
+
+Positions in a table are unsigned where an offset is added to them: numba wraps a negative
+index around, and a signed index it cannot prove non-negative costs a test per lookup.
 
 numba is imported, and the kernels made, on the first use of any of them (``kernels.decode``
 and so on): importing and starting numba takes about a second, which a process that measures
@@ -261,7 +267,8 @@ def _histogram_add(y, weight, lo, scale, total_weight, total_sum):
 def _prefix_sums(x, hi, lo):
     """Running sums of ``x`` (float64) as unevaluated pairs hi + lo (TwoSum, Knuth TAOCP 4.2.2):
     hi[0] = lo[0] = 0 and hi[i] + lo[i] = x[0] + ... + x[i-1] with an error of order
-    eps**2 * sum |x|, so a difference of two of them is a run's sum to about one rounding."""
+    n * eps**2 * sum |x|, so a difference of two of them is a run's sum to about one rounding
+    unless the run is below about n * eps of sum |x|."""
     hi[0] = 0.0
     lo[0] = 0.0
     for i in range(x.size):
@@ -273,12 +280,20 @@ def _prefix_sums(x, hi, lo):
         lo[i + 1] = lo[i] + ((a - (s - bb)) + (b - bb))
 
 
-def _lloyd_iterate(point, mass_hi, mass_lo, sum_hi, sum_lo, levels, pinned, max_iterations, tolerance):
+def _lloyd_iterate(point, mass, mass_sum, mass_hi, mass_lo, sum_hi, sum_lo, levels, pinned, max_iterations,
+                   tolerance):
     """Weighted Lloyd iterations in place on sorted ``levels``: cell c holds the sorted ``point``
     from the first one >= the midpoint below level c to the first one >= the midpoint above (a
     point on a midpoint joins the upper cell); its mass and weighted sum are differences of the
-    prefix sums (:func:`_prefix_sums`). A level in ``pinned`` or with an empty cell stays. Stops
-    when no level moves by ``tolerance`` or more. Returns the iterations run."""
+    prefix sums of ``mass`` and ``mass_sum`` (:func:`_prefix_sums`), or, for a cell too light for
+    those (below n * eps of the total), its own sums. A level in ``pinned`` or with an empty cell
+    stays. Stops when no level moves by ``tolerance`` or more. Returns the iterations run."""
+    eps_n = point.size * 2.0**-52
+    tiny_w = eps_n * (mass_hi[-1] + mass_lo[-1])
+    tiny_s = 0.0
+    for i in range(mass_sum.size):
+        tiny_s += abs(mass_sum[i])
+    tiny_s *= eps_n
     n = levels.size
     first = np.empty(n, np.intp)
     new = np.empty(n)
@@ -305,8 +320,14 @@ def _lloyd_iterate(point, mass_hi, mass_lo, sum_hi, sum_lo, levels, pinned, max_
             if fixed:
                 continue
             w = (mass_hi[end] - mass_hi[first[c]]) + (mass_lo[end] - mass_lo[first[c]])
+            ws = (sum_hi[end] - sum_hi[first[c]]) + (sum_lo[end] - sum_lo[first[c]])
+            if w < tiny_w or abs(ws) < tiny_s:  # rare: the running sums' error would show
+                w, ws = 0.0, 0.0
+                for i in range(first[c], end):
+                    w += mass[i]
+                    ws += mass_sum[i]
             if w > 0:
-                new[c] = ((sum_hi[end] - sum_hi[first[c]]) + (sum_lo[end] - sum_lo[first[c]])) / w
+                new[c] = ws / w
         new.sort()  # centroids of ordered cells stay ordered; sort guards ties
         moved = 0.0
         for c in range(n):

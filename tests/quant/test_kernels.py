@@ -94,7 +94,7 @@ def test_scaled_codes_equal_numpy(chunk, name, dtype, factor):
 @settings(max_examples=100, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from(["E2M1|INT4sE4M3", "NF4|SH4sUE4M4", "E2M1sE4M3@16:mse",
                                                    "E2M1sE4M3@16:4o6", "E2M1sE4M3@16:4o6:aw", "NF4|DD4sUE4M4:aw",
-                                                   "E2M3|INT6sUE8M0@32"]),
+                                                   "E2M3|INT6sUE8M0@32", "E2M1|INT4sE4M3:mse"]),
        st.sampled_from([1.0, 1e-30, 1e30]))
 def test_choosing_among_trials_and_grids_equals_numpy(seed, name, magnitude):
     """kernels.choose_blocks (every trial x grid in one call) against engine._choose over numpy's
@@ -119,12 +119,14 @@ def test_choosing_among_trials_and_grids_equals_numpy(seed, name, magnitude):
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from(["E2M1|INT4sE4M3", "E2M1sE4M3@16:mse", "E2M1sE4M3@16:4o6:aw",
-                                                   "NF4|DD4sUE4M4", "E2M1|INT4sE4M3:aw", "E4M3sUE8M0@layer"]))
-def test_codes_found_in_row_order_equal_the_block_layouts(seed, name):
+                                                   "NF4|DD4sUE4M4", "E2M1|INT4sE4M3:aw", "E4M3sUE8M0@layer",
+                                                   "E2M1|INT4sE4M3:mse:aw"]),
+       st.sampled_from([1.0, 1e-30, 1e30]))
+def test_codes_found_in_row_order_equal_the_block_layouts(seed, name, magnitude):
     """quantize() chooses each block's scale trial and grid from errors summed in row order; they
     are the block layout's sums bit for bit, so the codes are those of _quantize_blocks."""
     rng = np.random.default_rng(seed)
-    w = (rng.standard_normal((24, 256)) * rng.lognormal(0, 1, (24, 1))).astype(np.float32)
+    w = (rng.standard_normal((24, 256)) * rng.lognormal(0, 1, (24, 1)) * magnitude).astype(np.float32)
     w[:, 64:96] = 0.0  # all-zero blocks: every choice ties, the first must win
     act = rng.uniform(0.1, 2.0, 256)
     c = parse_candidate(name)

@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 from quant import AtomKind, codebooks, dequantize, engine, fit_grids, measure, parse_candidate, quantize
 from quant.candidate import Selection
 from quant.formats import get_atom
-from quant.learned import MAX_ITERATIONS, TOLERANCE, Histogram, derive_bof4, lloyd
+from quant.learned import MAX_ITERATIONS, TOLERANCE, Histogram, _lloyd, derive_bof4, lloyd
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +54,16 @@ def test_lloyd_reproduces_max_1960():
 
 def _lloyd_per_point(hist: Histogram, init: np.ndarray, pinned: tuple[float, ...]) -> np.ndarray:
     """The textbook iteration: every point's cell by its own search among the midpoints."""
+    return _lloyd_per_point_counted(hist, init, pinned)[0]
+
+
+def _lloyd_per_point_counted(hist: Histogram, init: np.ndarray, pinned: tuple[float, ...]) -> tuple[np.ndarray, int]:
+    """:func:`_lloyd_per_point` and the iterations it ran."""
     occupied = hist.weight > 0
     point = hist.weighted_sum[occupied] / hist.weight[occupied]
     mass, mass_sum = hist.weight[occupied], hist.weighted_sum[occupied]
     levels = np.sort(init.astype(np.float64))
-    for _ in range(MAX_ITERATIONS):
+    for iteration in range(1, MAX_ITERATIONS + 1):
         fixed = np.isin(levels, np.asarray(pinned, np.float64))
         cell = np.searchsorted((levels[:-1] + levels[1:]) / 2, point, side="right")
         w = np.bincount(cell, weights=mass, minlength=levels.size)
@@ -66,8 +71,8 @@ def _lloyd_per_point(hist: Histogram, init: np.ndarray, pinned: tuple[float, ...
         new = np.sort(np.where((w > 0) & ~fixed, s / np.where(w > 0, w, 1.0), levels))
         moved, levels = np.max(np.abs(new - levels)), new
         if moved < TOLERANCE:
-            break
-    return levels
+            return levels, iteration
+    return levels, MAX_ITERATIONS
 
 
 @settings(max_examples=40, deadline=None)
@@ -87,7 +92,27 @@ def test_lloyd_cells_by_runs_equal_cells_by_points(seed, n, pin, reverse):
     pinned = (0.0,) if pin else ()
     if pin:
         init[np.argmin(np.abs(init))] = 0.0
-    np.testing.assert_allclose(lloyd(hist, init, pinned), _lloyd_per_point(hist, init, pinned), rtol=1e-13, atol=1e-15)
+    ours, iterations = _lloyd(hist, init, pinned, MAX_ITERATIONS)
+    textbook, textbook_iterations = _lloyd_per_point_counted(hist, init, pinned)
+    np.testing.assert_allclose(ours, textbook, rtol=1e-13, atol=1e-15)
+    assert iterations == textbook_iterations  # the stopping test, and sorting the new levels
+    np.testing.assert_array_equal(lloyd(hist, init, pinned), ours)
+
+
+@pytest.mark.parametrize("ratio", [1.0, 1e-20, 1e-33])
+def test_lloyd_finds_a_cell_far_lighter_than_the_rest(ratio):
+    """A cell's sums come from running sums whose error grows with the total; a cell lighter than
+    that error (samples weighted 1e-33 beside 50k weighted ~1) is summed on its own: its level is
+    its weighted mean."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(-0.5, 0.5, 50_000), rng.uniform(1.0, 1.2, 200)]).astype(np.float32)
+    weight = np.concatenate([rng.uniform(0.5, 2.0, 50_000), np.full(200, ratio)]).astype(np.float32)
+    hist = Histogram.empty(-1.25, 1.25)
+    hist.add(x, weight)
+    levels = lloyd(hist, np.array([-0.4, -0.1, 0.0, 0.1, 0.4, 1.1]), (0.0,))
+    light = x >= 1.0
+    mean = np.sum(x[light].astype(np.float64) * weight[light]) / np.sum(weight[light].astype(np.float64))
+    assert levels[-1] == pytest.approx(mean, rel=1e-12)
 
 
 def test_lloyd_float32_levels_equal_the_textbook_iterations_on_a_dd4_fit():
