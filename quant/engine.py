@@ -55,7 +55,7 @@ _FOUR_OVER_SIX = ((1.0, Rounding.NEAREST_EVEN), (1.5, Rounding.NEAREST_EVEN))
 
 T = TypeVar("T")
 _ONE = np.float32(1.0)  # the unit factor, made once (a numpy scalar costs ~0.5 us per call)
-_NO_WEIGHTS = np.empty((0, 0), np.float32)  # h for kernels.block_errors and choose_blocks when there is none
+_NO_WEIGHTS = np.empty((0, 0), np.float32)  # h for kernels.choose_blocks when there is none
 _F32_TINY = float(np.finfo(np.float32).tiny)
 # Tensor amax range whose squared residuals fit float32 as they are: 2**-30 leaves residuals
 # down to 2**-30 x 2**-33 of the largest weight above float32's smallest normal square root (2**-63).
@@ -372,17 +372,18 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
     )
 
 
-def _block_errors(table: LookupTable, blocks: np.ndarray, divisor: np.ndarray, full: np.ndarray,
-                  h: np.ndarray | None, unit: np.float32) -> np.ndarray:
-    """(n_blocks,) error of each block of (B, n_blocks) ``blocks`` rounded onto one grid
-    (y = blocks / ``divisor``, at effective scales ``full``), as :func:`_block_error` computes it."""
-    if table.bucket_value is None:  # no bucket table (levels too close): numpy's binary search
-        w_hat = table.round(blocks / divisor)
+def _block_errors(table: LookupTable, blocks: np.ndarray, full: np.ndarray, h: np.ndarray | None,
+                  unit: np.float32) -> np.ndarray:
+    """(n_blocks,) error of each block of (B, n_blocks) ``blocks`` rounded onto one grid at
+    effective scales ``full`` (divided by as 1 where 0), as :func:`_block_error` computes it."""
+    stack = grid_stack((table,))
+    if stack is None:  # no bucket table (levels too close): numpy's binary search
+        w_hat = table.round(blocks / _divisor(full))
         w_hat *= full
         return _block_error(w_hat, blocks, h, unit)
-    err = np.empty(blocks.shape[1], np.float32)
-    kernels.block_errors(blocks, divisor, full, table.shift, table.bucket_threshold, table.bucket_value,
-                         _NO_WEIGHTS if h is None else h, unit, h is not None, err)
+    scale, grid, err = _chosen(blocks.shape[1])  # one trial on one grid: every block's own error
+    kernels.choose_blocks(blocks, full[None], _ONE, stack.buckets, stack.shift, stack.threshold, stack.value, 1,
+                          _NO_WEIGHTS if h is None else h, unit, h is not None, scale, grid, err)
     return err
 
 
@@ -414,7 +415,7 @@ def _round_chosen(tables: tuple[LookupTable, ...], blocks: np.ndarray, scales: n
 def _block_error(w_hat: np.ndarray, blocks: np.ndarray, h: np.ndarray | None, unit: np.float32) -> np.ndarray:
     """(h-weighted) squared error of each block in units of ``unit**-2``: (n_blocks,)."""
     score = _residual_score(blocks, w_hat, h, unit)
-    # summed row after row (as kernels.block_errors): numpy's sum over axis 0 is that,
+    # summed row after row (as kernels.choose_blocks): numpy's sum over axis 0 is that,
     # except for a single block, which it sums pairwise
     error: np.ndarray = score.sum(axis=0) if score.shape[1] > 1 else np.cumsum(score, axis=0)[-1]
     return error
@@ -436,7 +437,7 @@ def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
     stack = grid_stack(plan.tables)
     if stack is None:  # a grid without bucket table: numpy, trial by trial and grid by grid
         best_s, best_grid, best_err = _choose(
-            trials, plan, lambda table, divisor, full: _block_errors(table, blocks, divisor, full, h, plan.err_unit))
+            trials, plan, lambda table, full: _block_errors(table, blocks, full, h, plan.err_unit))
     else:
         best_s, best_grid, best_err = _chosen(blocks.shape[1])
         kernels.choose_blocks(blocks, np.stack(trials), plan.tensor_factor, stack.buckets, stack.shift,
@@ -451,17 +452,16 @@ def _chosen(n_blocks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.empty(n_blocks, np.float32), np.empty(n_blocks, np.uint8), np.empty(n_blocks, np.float32)
 
 
-def _choose(trials: list[np.ndarray], plan: _Plan, errors: Callable[[LookupTable, np.ndarray, np.ndarray], np.ndarray]
+def _choose(trials: list[np.ndarray], plan: _Plan, errors: Callable[[LookupTable, np.ndarray], np.ndarray]
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each block's best scale trial x grid: (scale, grid, error), all (n_blocks,). ``errors(table,
-    divisor, full)`` gives every block's error on one grid; a tie keeps the earlier choice.
-    numpy's path for grids without bucket tables: kernels.choose_blocks does the same in one call."""
+    full)`` gives every block's error on one grid; a tie keeps the earlier choice. numpy's path
+    for grids without bucket tables: kernels.choose_blocks does the same in one call."""
     best_err = best_s = best_grid = None
     for s in trials:
         full = s * plan.tensor_factor  # float32 product: the decoder's effective scale
-        divisor = _divisor(full)
         for k, table in enumerate(plan.tables):
-            err = errors(table, divisor, full)
+            err = errors(table, full)
             if best_err is None or best_s is None or best_grid is None:
                 # the first trial's first grid (k = 0); np.zeros costs ~1 us less than np.full
                 best_err, best_s, best_grid = err, s, np.zeros(s.shape, np.uint8)
@@ -636,7 +636,7 @@ def _lloyd_rounds(w: np.ndarray, fit_plan: _Plan, fitted: list[int], rounds: int
         for k, table in enumerate(fit_plan.tables):
             err = fixed_errors.get((rows.start, k))
             if err is None:
-                err = _block_errors(table, d.blocks, _divisor(d.full), d.full, h, fit_plan.err_unit)
+                err = _block_errors(table, d.blocks, d.full, h, fit_plan.err_unit)
                 if kept is not None and k not in fitted:
                     fixed_errors[(rows.start, k)] = err
             if best is None:

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-KERNELS = ("bucket_lookup", "scaled_codes", "decode", "block_extremes", "block_errors", "choose_blocks",
-           "choose_rows", "round_chosen", "histogram_add", "prefix_sums", "lloyd_iterate")
+KERNELS = ("bucket_lookup", "scaled_codes", "decode", "block_extremes", "choose_blocks", "choose_rows",
+           "round_chosen", "histogram_add", "prefix_sums", "lloyd_iterate")
 residual_score: Any  # _residual_score and _effective_scales compiled, which the kernels call: set with them
 effective_scales: Any
 
@@ -161,36 +161,15 @@ def _block_extremes(blocks, signed, amax, negative):
             amax[i] = a
 
 
-def _block_errors(blocks, divisor, full, shift, threshold, table, h, unit, weighted, err):
-    """Per-block squared error of (B, n) block-layout ``blocks`` (one block per column) rounded
-    onto one grid: y = blocks[i, j] / divisor[j], w_hat = table[slot(y)] * full[j], and
-    err[j] = the sum over i, in order, of ((w_hat - blocks) * unit)**2 (times h[i, j] if
-    ``weighted``; the ``* unit`` only if unit != 1): numpy's ``engine._block_error`` bit for bit."""
-    rows, n = blocks.shape
-    y = np.empty(n, np.float32)
-    bits = y.view(np.uint32)
-    r = np.empty(n, np.float32)
-    err[:] = 0
-    # one simple loop per step, the flags tested outside them: loops without branches compile to
-    # vector code where they can (the gathers cannot)
-    for i in range(rows):
-        for j in range(n):
-            y[j] = blocks[i, j] / divisor[j]
-        for j in range(n):
-            b = np.intp(bits[j] >> shift)
-            r[j] = table[2 * b + (y[j] >= threshold[b])] * full[j] - blocks[i, j]
-        residual_score(r, unit, h[i] if weighted else r, weighted)
-        for j in range(n):
-            err[j] += r[j]
-
-
 def _choose_blocks(blocks, scales, factor, buckets, shift, threshold, table, n_grids, h, unit, weighted,
                    best_s, best_grid, best_err):
     """Each block's best scale trial x grid for (B, n) block-layout ``blocks``: trial t's effective
     scales are full = scales[t] * ``factor`` (float32), divided by as 1 where 0; grid k's buckets
     start at k * ``buckets`` in the stacked tables (quant.lookup.GridStack). A block's error on
-    each is :func:`_block_errors`'s, bit for bit; trials outermost, a later choice wins only with
-    a smaller error. Writes the winner's scale (from ``scales``), grid and error per block."""
+    each, err[j], is the sum over i, in order, of ((w_hat - blocks) * unit)**2 (times h[i, j] if
+    ``weighted``; the ``* unit`` only if unit != 1), w_hat = table[slot(y)] * full[j]: numpy's
+    ``engine._block_error`` bit for bit. Trials outermost; a later choice wins only with a
+    smaller error. Writes the winner's scale (from ``scales``), grid and error per block."""
     rows, n = blocks.shape
     y = np.empty(n, np.float32)
     bits = y.view(np.uint32)

@@ -92,12 +92,11 @@ def _lloyd(hist: Histogram, init: np.ndarray, pinned: tuple[float, ...], max_ite
     if np.any(point[1:] < point[:-1]):
         order = np.argsort(point, kind="stable")
         point, mass, mass_sum = point[order], mass[order], mass_sum[order]
-    mass, mass_sum = np.ascontiguousarray(mass), np.ascontiguousarray(mass_sum)
     sums = [np.empty(point.size + 1) for _ in range(4)]
     kernels.prefix_sums(mass, sums[0], sums[1])
     kernels.prefix_sums(mass_sum, sums[2], sums[3])
     levels = np.sort(np.asarray(init, dtype=np.float64))
-    iterations = kernels.lloyd_iterate(np.ascontiguousarray(point), mass, mass_sum, *sums, levels,
+    iterations = kernels.lloyd_iterate(point, mass, mass_sum, *sums, levels,
                                        np.asarray(pinned, dtype=np.float64), max_iterations, TOLERANCE)
     return levels, int(iterations)
 

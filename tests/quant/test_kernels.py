@@ -42,9 +42,8 @@ def test_block_errors_equal_numpy(chunk, name, weighted, unit):
     table = engine._recipe(parse_candidate(name)).tables[0]
     assert table.bucket_value is not None
     h = rng.uniform(0, 3, blocks.shape).astype(np.float32) if weighted else None
-    divisor = engine._divisor(full)
-    got = engine._block_errors(table, blocks, divisor, full, h, np.float32(unit))
-    want = engine._block_errors(_search_only(table), blocks, divisor, full, h, np.float32(unit))
+    got = engine._block_errors(table, blocks, full, h, np.float32(unit))
+    want = engine._block_errors(_search_only(table), blocks, full, h, np.float32(unit))
     np.testing.assert_array_equal(got, want)
 
 
@@ -111,7 +110,7 @@ def test_choosing_among_trials_and_grids_equals_numpy(seed, name, magnitude):
     searched = replace(plan, tables=tuple(map(_search_only, plan.tables)))
     ref_s, ref_grid, ref_err = engine._choose(
         engine._block_scales(blocks, plan), searched,
-        lambda table, divisor, full: engine._block_errors(table, blocks, divisor, full, hb, plan.err_unit))
+        lambda table, full: engine._block_errors(table, blocks, full, hb, plan.err_unit))
     np.testing.assert_array_equal(chunk.scales, ref_s)
     np.testing.assert_array_equal(chunk.grid, ref_grid)
     np.testing.assert_array_equal(err, ref_err)

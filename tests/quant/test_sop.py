@@ -52,13 +52,9 @@ def test_lloyd_reproduces_max_1960():
     assert np.mean((x - nearest) ** 2) == pytest.approx(0.009501, rel=0.01)
 
 
-def _lloyd_per_point(hist: Histogram, init: np.ndarray, pinned: tuple[float, ...]) -> np.ndarray:
-    """The textbook iteration: every point's cell by its own search among the midpoints."""
-    return _lloyd_per_point_counted(hist, init, pinned)[0]
-
-
-def _lloyd_per_point_counted(hist: Histogram, init: np.ndarray, pinned: tuple[float, ...]) -> tuple[np.ndarray, int]:
-    """:func:`_lloyd_per_point` and the iterations it ran."""
+def _lloyd_per_point(hist: Histogram, init: np.ndarray, pinned: tuple[float, ...]) -> tuple[np.ndarray, int]:
+    """The textbook iteration, every point's cell by its own search among the midpoints: the
+    levels and the iterations it ran."""
     occupied = hist.weight > 0
     point = hist.weighted_sum[occupied] / hist.weight[occupied]
     mass, mass_sum = hist.weight[occupied], hist.weighted_sum[occupied]
@@ -93,7 +89,7 @@ def test_lloyd_cells_by_runs_equal_cells_by_points(seed, n, pin, reverse):
     if pin:
         init[np.argmin(np.abs(init))] = 0.0
     ours, iterations = _lloyd(hist, init, pinned, MAX_ITERATIONS)
-    textbook, textbook_iterations = _lloyd_per_point_counted(hist, init, pinned)
+    textbook, textbook_iterations = _lloyd_per_point(hist, init, pinned)
     np.testing.assert_allclose(ours, textbook, rtol=1e-13, atol=1e-15)
     assert iterations == textbook_iterations  # the stopping test, and sorting the new levels
     np.testing.assert_array_equal(lloyd(hist, init, pinned), ours)
@@ -124,7 +120,7 @@ def test_lloyd_float32_levels_equal_the_textbook_iterations_on_a_dd4_fit():
     hist = Histogram.empty(-1.25, 1.25)
     hist.add(blocks / extreme, np.broadcast_to(extreme * extreme, blocks.shape))
     init = np.asarray(get_atom("NF4").values, np.float64)
-    ours, textbook = lloyd(hist, init, (0.0,)), _lloyd_per_point(hist, init, (0.0,))
+    ours, textbook = lloyd(hist, init, (0.0,)), _lloyd_per_point(hist, init, (0.0,))[0]
     assert (hist.weight > 0).sum() > 40_000
     np.testing.assert_array_equal(ours.astype(np.float32), textbook.astype(np.float32))
 
@@ -134,7 +130,7 @@ def test_lloyd_points_on_a_midpoint_join_the_upper_cell():
     hist = Histogram.empty(-1.25, 1.25, bins=1 << 10)
     hist.add(x, np.ones_like(x))
     levels = lloyd(hist, np.array([-1.0, 0.0, 1.0]), pinned=(-1.0, 1.0))
-    np.testing.assert_array_equal(levels, _lloyd_per_point(hist, np.array([-1.0, 0.0, 1.0]), (-1.0, 1.0)))
+    np.testing.assert_array_equal(levels, _lloyd_per_point(hist, np.array([-1.0, 0.0, 1.0]), (-1.0, 1.0))[0])
 
 
 @pytest.mark.parametrize(("name", "ref", "sel"), [
