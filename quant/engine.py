@@ -30,7 +30,7 @@ from quant.candidate import Candidate, ScaleRule, TensorScale
 from quant.errors import WeightError
 from quant.formats import AtomKind
 from quant.learned import Histogram, lloyd
-from quant.lookup import LookupTable, Rounding, grid_stack, lookup_table, rounding_thresholds
+from quant.lookup import GridStack, LookupTable, Rounding, grid_stack, lookup_table, rounding_thresholds
 from quant.lutformat import decoded_levels, refine_on_samples, store_levels
 from quant.metrics import ErrorStats, chunk_stats
 
@@ -40,6 +40,10 @@ keep_chunks_in_heap()
 # elements 40 ms per 16M weights with 2 threads, 64K 61 ms, 16K 145 ms), large enough that
 # numpy's per-call overhead and the GIL stop dominating, small enough to stay in L2/L3.
 CHUNK_ELEMENTS = 1 << 18
+# Up to this many weights, one scalar compiled loop finds a tensor's extremes faster than numpy's
+# max and min, which vector code makes 5x faster per element (this VM: 0.8 against 5.8 us at 16, 270
+# against 55 us at 256K).
+SMALL_ELEMENTS = 4096
 # Chunks in flight per worker thread: enough to keep every worker busy while the caller consumes
 # results in order, few enough that memory stays a few chunks whatever the tensor size.
 IN_FLIGHT_PER_WORKER = 2
@@ -56,6 +60,8 @@ _FOUR_OVER_SIX = ((1.0, Rounding.NEAREST_EVEN), (1.5, Rounding.NEAREST_EVEN))
 T = TypeVar("T")
 _ONE = np.float32(1.0)  # the unit factor, made once (a numpy scalar costs ~0.5 us per call)
 _NO_WEIGHTS = np.empty((0, 0), np.float32)  # h for kernels.choose_blocks when there is none
+_NO_CODES = np.empty((0, 0), np.uint16)  # codes for kernels.keep_better when none are asked for
+_NO_SPARSE = np.empty((0, 0), np.bool_)  # kernels.quantize_blocks' outliers without OPQ
 _F32_TINY = float(np.finfo(np.float32).tiny)
 # Tensor amax range whose squared residuals fit float32 as they are: 2**-30 leaves residuals
 # down to 2**-30 x 2**-33 of the largest weight above float32's smallest normal square root (2**-63).
@@ -92,7 +98,7 @@ class _Plan:
     block: int
     tensor_factor: np.float32
     layer_scale: np.float32 | None
-    scale_trials: tuple[tuple[float, Rounding], ...]
+    scaling: _Scaling
     grids: tuple[np.ndarray, ...]
     tables: tuple[LookupTable, ...]
     h: np.ndarray | None
@@ -130,20 +136,17 @@ def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads:
         raise WeightError(f"tensor {name!r}: {bad} NaN/Inf weights; fix or drop the checkpoint tensor")
     amax = max(hi, -lo)
     recipe = _recipe(c)
-    trials = recipe.trials
     grids, tables = (recipe.grids, recipe.tables) if fitted is None else (fitted, _tables(fitted))
     unit = _err_unit(amax)
     if c.block_size is None:
-        extreme = hi if hi >= -lo else lo
-        real = (abs(extreme) if c.signed else amax) / c.target
-        scale = _round_scales(np.array([real], np.float32), np.array([amax], np.float32),
-                              c, _ONE, 1.0, _rule_rounding(c.rule))[0]
-        if c.signed and extreme < 0:
-            scale = -scale
-        plan = _Plan(c, w.shape[1], _ONE, np.float32(scale), trials, grids,
+        # the layer's scale is that of one block holding its extremes, at the rule's first trial
+        scale = np.empty((len(recipe.scaling.trials), 1), np.float32)
+        kernels.block_scales(np.array([[hi], [lo]], np.float32), False, np.float32(c.target), _ONE,
+                             *recipe.scaling.args, scale)
+        plan = _Plan(c, w.shape[1], _ONE, scale[0, 0], recipe.scaling, grids,
                      tables, h if c.act_weighted else None, None, unit)
     else:
-        plan = _Plan(c, c.block_size, _tensor_factor(c, amax, recipe.full_scale), None, trials, grids,
+        plan = _Plan(c, c.block_size, _tensor_factor(c, amax, recipe.full_scale), None, recipe.scaling, grids,
                      tables, h if c.act_weighted else None, recipe.outlier_factor, unit)
     if fitted is None and recipe.learned:
         plan = _fit_learned(w, plan, threads)
@@ -166,8 +169,7 @@ class _Recipe:
     """The candidate's grids (read-only: shared by every call); learned grids' starting points."""
     tables: tuple[LookupTable, ...]
     """One rounding table per grid."""
-    trials: tuple[tuple[float, Rounding], ...]
-    """Block-scale trials: (factor on the ideal scale, rounding)."""
+    scaling: _Scaling
     outlier_factor: float | None
     """OPQ threshold in block standard deviations (a scipy call), or None."""
     full_scale: float
@@ -192,7 +194,35 @@ def _recipe(c: Candidate) -> _Recipe:
         # Leave room for x1.5 scales: the largest power of two <= max/1.5 (E4M3: 256, as the
         # Four-over-Six NVFP4 recipe, mit-han-lab/fouroversix E4M3_MAX_FOUROVERSIX).
         top = 2.0 ** math.floor(math.log2(top / 1.5))
-    return _Recipe(grids, _tables(grids), trials, outlier_factor, c.target * top, c.learned)
+    return _Recipe(grids, _tables(grids), _scaling(c, trials), outlier_factor, c.target * top, c.learned)
+
+
+@dataclass(frozen=True, eq=False)
+class _Scaling:
+    """Block-scale trials and what kernels.block_scales needs to compute them."""
+
+    trials: tuple[tuple[float, Rounding], ...]
+    """(factor on the ideal scale, rounding) per trial."""
+    args: tuple[object, ...]
+    """kernels.block_scales' arguments from ``signed`` on: (signed, floor, floor_shift, factors,
+    s_buckets, s_shift, s_threshold, s_value)."""
+
+
+@lru_cache(maxsize=1024)
+def _scaling(c: Candidate, trials: tuple[tuple[float, Rounding], ...]) -> _Scaling:
+    """``c``'s scale rule and the scale format's tables for ``trials``."""
+    floor = c.rule is ScaleRule.FLOOR
+    factors = np.array([f for f, _ in trials], np.float32)
+    # OCP MX: shared_exp = floor(log2(amax)) - emax_elem; frexp's exponent is floor(log2)+1.
+    rule = (c.signed, floor, 1 + c.atom.emax if floor else 0, factors)
+    tables = [c.scale.table(Rounding.NEAREST_EVEN if floor else rounding) for _, rounding in trials]
+    if tables[0] is None:  # FP32 scales: not rounded
+        return _Scaling(trials, (*rule, 0, np.uint32(0), np.empty(0, np.float32), np.empty(0, np.float32)))
+    stack = grid_stack(tuple(t for t in tables if t is not None))
+    if stack is not None:
+        return _Scaling(trials, (*rule, stack.buckets, stack.shift, stack.threshold, stack.value))
+    return _Scaling(trials, (*rule, 0, np.uint32(0), np.concatenate([t.thresholds for t in tables if t is not None]),
+                             np.concatenate([t.values for t in tables if t is not None])))
 
 
 def fixed_grid(c: Candidate, k: int) -> np.ndarray:
@@ -233,6 +263,9 @@ def _tables(grids: tuple[np.ndarray, ...]) -> tuple[LookupTable, ...]:
 def _extremes(w: np.ndarray, threads: int | None) -> tuple[float, float]:
     """(max, min) of ``w``, NaN if it holds one; chunk by chunk on the thread pool (one numpy
     reduction over a large tensor runs on one core: a quarter of quantize()'s time at 16M)."""
+    if w.size <= SMALL_ELEMENTS:  # one compiled pass beats numpy's two calls
+        hi, lo = kernels.extremes(w)
+        return hi, lo
     if w.size <= CHUNK_ELEMENTS:  # one chunk
         return float(w.max()), float(w.min())
     parts = np.array(list(_map_chunks(lambda r: (w[r].max(), w[r].min()), _row_chunks(*w.shape), threads)))
@@ -251,19 +284,6 @@ def _tensor_factor(c: Candidate, amax: float, full_scale: float) -> np.float32:
 
 def _rule_rounding(rule: ScaleRule) -> Rounding:
     return Rounding.CEIL if rule is ScaleRule.CEIL else Rounding.NEAREST_EVEN
-
-
-def _round_scales(real: np.ndarray, amax: np.ndarray, c: Candidate, g: np.float32,
-                  factor: float, rounding: Rounding) -> np.ndarray:
-    """Stored block-scale magnitudes (float32) for ideal scales ``real`` = extreme/(target*g)."""
-    if c.rule is ScaleRule.FLOOR:
-        # OCP MX: shared_exp = floor(log2(amax)) - emax_elem; frexp's exponent is floor(log2)+1.
-        _, exp = np.frexp(amax / g)
-        real = np.ldexp(_ONE, exp - (1 + c.atom.emax)).astype(np.float32, copy=False)  # one int op, no copy
-        rounding = Rounding.NEAREST_EVEN
-    elif factor != 1.0:
-        real = real * np.float32(factor)
-    return c.scale.round(real, rounding)
 
 
 @dataclass
@@ -297,33 +317,22 @@ def _h_blocks(h: np.ndarray | None, block: int, rows: int) -> np.ndarray | None:
 
 
 def round_bf16(x: np.ndarray) -> np.ndarray:
-    """Round float32 to the nearest BF16 value (ties to even), as float32."""
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
-    return rounded.view(np.float32)
+    """Round float32 to the nearest BF16 value (ties to even), as float32 (same shape)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty(x.shape, np.float32)
+    kernels.round_bf16(x.reshape(-1), out.reshape(-1))
+    return out
 
 
-def _block_scales(blocks: np.ndarray, plan: _Plan, axis: int = 0) -> list[np.ndarray]:
-    """Signed stored block scales (n_blocks,) for each scale trial; ``blocks`` in the (B, n_blocks)
-    layout, or (n_blocks, B) with ``axis=1``."""
-    c = plan.candidate
+def _block_scales(blocks: np.ndarray, plan: _Plan, axis: int = 0) -> np.ndarray:
+    """(T, n_blocks) signed stored block scales, one row per scale trial; ``blocks`` in the
+    (B, n_blocks) layout, or (n_blocks, B) with ``axis=1``."""
     n_blocks = blocks.shape[1 - axis]
     if plan.layer_scale is not None:
-        return [np.full(n_blocks, plan.layer_scale, np.float32)]
-    if axis == 1:  # short rows: one compiled pass instead of numpy's slow per-row reductions
-        amax, negative = np.empty(n_blocks, np.float32), np.zeros(n_blocks, bool)
-        kernels.block_extremes(blocks, c.signed, amax, negative)
-    elif c.signed:
-        hi, lo = blocks.max(axis=axis), blocks.min(axis=axis)
-        negative = -lo > hi  # ties keep the positive extreme
-        amax = np.where(negative, -lo, hi)
-    else:
-        amax = np.abs(blocks).max(axis=axis)
-    real = amax / np.float32(c.target * plan.tensor_factor)
-    out = []
-    for factor, rounding in plan.scale_trials:
-        s = _round_scales(real, amax, c, plan.tensor_factor, factor, rounding)
-        out.append(np.where(negative, -s, s) if c.signed else s)
+        return np.full((1, n_blocks), plan.layer_scale, np.float32)
+    out = np.empty((len(plan.scaling.trials), n_blocks), np.float32)
+    kernels.block_scales(blocks, axis == 1, np.float32(plan.candidate.target * plan.tensor_factor),
+                         plan.tensor_factor, *plan.scaling.args, out)
     return out
 
 
@@ -332,15 +341,6 @@ def _divisor(full: np.ndarray) -> np.ndarray:
     divisor = full.copy()  # a masked store: np.where costs 2 us more on a small call
     divisor[full == 0] = 1.0
     return divisor
-
-
-def _outlier_mask(blocks: np.ndarray, factor: float) -> np.ndarray:
-    """OPQ: |w| > sigma_block (sample std, ddof 1) x factor (BOF4 §3.3)."""
-    n = blocks.shape[0]
-    mean = blocks.mean(axis=0)
-    var = np.square(blocks - mean).sum(axis=0) / np.float32(max(n - 1, 1))
-    flagged: np.ndarray = np.abs(blocks) > np.sqrt(var) * np.float32(factor)
-    return flagged
 
 
 def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want_codes: bool) -> _Chunk:
@@ -354,22 +354,42 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
         w_hat, codes, scales = ggml.quantize_blocks(blocks, plan.candidate)
         return _Chunk(w_hat, codes if want_codes else None, np.zeros(scales.shape, np.uint8), scales, None)
     select_h = h if plan.h is not None else None
-    chunk, err = _best_of_trials(blocks, plan, select_h, want_codes)
+    stack = grid_stack(plan.tables)
+    if stack is not None:  # one compiled call, OPQ included
+        return _compiled_blocks(blocks, plan, stack, select_h, want_codes, opq=plan.outlier_factor is not None)[0]
     if plan.outlier_factor is None:
-        return chunk
-    outliers = _outlier_mask(blocks if plan.err_unit == 1 else blocks * plan.err_unit, plan.outlier_factor)
-    kept = np.where(outliers, np.float32(0.0), blocks)
-    alt, _ = _best_of_trials(kept, plan, select_h, want_codes)
-    assert chunk.w_hat is not None and alt.w_hat is not None  # OPQ compares reconstructions
-    alt.w_hat = np.where(outliers, round_bf16(blocks), alt.w_hat)
-    alt_err = _block_error(alt.w_hat, blocks, select_h, plan.err_unit)
-    use = alt_err < err
-    outliers &= use  # a block that declines OPQ stores no outliers
-    return _Chunk(
-        np.where(use, alt.w_hat, chunk.w_hat),
-        None if chunk.codes is None or alt.codes is None else np.where(use, alt.codes, chunk.codes),
-        np.where(use, alt.grid, chunk.grid), np.where(use, alt.scales, chunk.scales), outliers,
-    )
+        return _best_of_trials(blocks, plan, select_h, want_codes)[0]
+    # every block twice, as it is and without its outliers: one pass chooses for both
+    n = blocks.shape[1]
+    outliers, both = np.empty(blocks.shape, np.bool_), np.empty((blocks.shape[0], 2 * n), np.float32)
+    kernels.outliers(blocks, plan.err_unit, np.float32(plan.outlier_factor), outliers, both)
+    chunk, err = _best_of_trials(both, plan, None if select_h is None else np.tile(select_h, 2), want_codes)
+    assert chunk.w_hat is not None and err is not None  # OPQ compares reconstructions
+    kernels.keep_better(blocks, outliers, _NO_WEIGHTS if select_h is None else select_h, plan.err_unit,
+                        select_h is not None, err, chunk.w_hat, _NO_CODES if chunk.codes is None else chunk.codes,
+                        chunk.grid, chunk.scales, want_codes)
+    return _Chunk(chunk.w_hat[:, :n], None if chunk.codes is None else chunk.codes[:, :n], chunk.grid[:n],
+                  chunk.scales[:n], outliers)
+
+
+def _compiled_blocks(blocks: np.ndarray, plan: _Plan, stack: GridStack, h: np.ndarray | None,
+                     want_codes: bool, *, opq: bool) -> tuple[_Chunk, np.ndarray | None]:
+    """:func:`_quantize_blocks` for grids with bucket tables, by kernels.quantize_blocks, with OPQ
+    or without; returns (chunk, errors), errors None when one trial on one grid without OPQ
+    leaves nothing to compare."""
+    n = blocks.shape[1]
+    w_hat, codes = np.empty(blocks.shape, np.float32), np.empty(blocks.shape if want_codes else (0, 0), np.uint16)
+    grid, scales, err = np.empty(n, np.uint8), np.empty(n, np.float32), np.empty(n, np.float32)
+    sparse = np.empty(blocks.shape, np.bool_) if opq else _NO_SPARSE
+    layer = plan.layer_scale is not None
+    kernels.quantize_blocks(blocks, layer, plan.layer_scale if layer else _ONE,
+                            np.float32(plan.candidate.target * plan.tensor_factor), plan.tensor_factor,
+                            *plan.scaling.args, stack.buckets, stack.shift, stack.threshold, stack.value, stack.index,
+                            len(plan.tables), _NO_WEIGHTS if h is None else h, plan.err_unit, h is not None,
+                            np.float32(plan.outlier_factor if opq else 0.0), w_hat, codes, grid, scales, err, sparse,
+                            want_codes)
+    chosen = opq or (1 if layer else len(plan.scaling.trials)) * len(plan.tables) > 1
+    return _Chunk(w_hat, codes if want_codes else None, grid, scales, sparse if opq else None), err if chosen else None
 
 
 def _block_errors(table: LookupTable, blocks: np.ndarray, full: np.ndarray, h: np.ndarray | None,
@@ -392,24 +412,18 @@ def _round_chosen(tables: tuple[LookupTable, ...], blocks: np.ndarray, scales: n
                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(w_hat, codes) of (B, n_blocks) ``blocks`` rounded onto each block's grid ``grid``
     (n_blocks,) uint8, at effective scales full = ``scales`` * ``factor`` (float32): y = blocks /
-    full (by 1 where full is 0), w_hat = value * full. Each only if asked for, else None."""
-    stack = grid_stack(tables)
-    if stack is None:  # a grid without bucket table: numpy, grid by grid
-        full = scales * factor
-        y = blocks / _divisor(full)
-        hat = codes_out = None
-        for k, table in enumerate(tables):
-            mine = grid == k
-            if w_hat:
-                hat = np.where(mine, table.round(y) * full, np.float32(0) if hat is None else hat)
-            if codes:
-                codes_out = np.where(mine, table.index(y), np.uint16(0) if codes_out is None else codes_out)
-        return hat, codes_out
-    hat_out = np.empty(blocks.shape if w_hat else (0, 0), np.float32)
-    codes_out = np.empty(blocks.shape if codes else (0, 0), np.uint16)
-    kernels.round_chosen(blocks, scales, factor, grid, stack.buckets, stack.shift, stack.threshold, stack.value,
-                         stack.index, hat_out, codes_out, w_hat, codes)
-    return hat_out if w_hat else None, codes_out if codes else None
+    full (by 1 where full is 0), w_hat = value * full. Each only if asked for, else None. numpy,
+    grid by grid, for grids without bucket tables: kernels.round_chosen does it in one pass."""
+    full = scales * factor
+    y = blocks / _divisor(full)
+    hat = codes_out = None
+    for k, table in enumerate(tables):
+        mine = grid == k
+        if w_hat:
+            hat = np.where(mine, table.round(y) * full, np.float32(0) if hat is None else hat)
+        if codes:
+            codes_out = np.where(mine, table.index(y), np.uint16(0) if codes_out is None else codes_out)
+    return hat, codes_out
 
 
 def _block_error(w_hat: np.ndarray, blocks: np.ndarray, h: np.ndarray | None, unit: np.float32) -> np.ndarray:
@@ -423,8 +437,12 @@ def _block_error(w_hat: np.ndarray, blocks: np.ndarray, h: np.ndarray | None, un
 
 def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
                     want_codes: bool) -> tuple[_Chunk, np.ndarray | None]:
-    """Every scale trial x grid; per block the lowest (h-weighted) error. Returns (chunk, errors);
-    errors are None when there is a single trial and grid and no OPQ needs them."""
+    """Every scale trial x grid, no OPQ; per block the lowest (h-weighted) error. Returns (chunk,
+    errors); errors are None when there is a single trial and grid, unless (numpy's path, for
+    grids without bucket tables) OPQ needs them."""
+    stack = grid_stack(plan.tables)
+    if stack is not None:
+        return _compiled_blocks(blocks, plan, stack, h, want_codes, opq=False)
     trials = _block_scales(blocks, plan)
     if len(trials) * len(plan.tables) == 1 and plan.outlier_factor is None:  # nothing to compare
         s = trials[0]
@@ -433,16 +451,9 @@ def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
         w_hat, codes = _round_chosen(plan.tables, blocks, s, plan.tensor_factor, grid, w_hat=not codes_only,
                                      codes=want_codes)
         return _Chunk(w_hat, codes, grid, s, None), None
-    # Errors of every trial x grid first; then one pass rounds each block onto its winner.
-    stack = grid_stack(plan.tables)
-    if stack is None:  # a grid without bucket table: numpy, trial by trial and grid by grid
-        best_s, best_grid, best_err = _choose(
-            trials, plan, lambda table, full: _block_errors(table, blocks, full, h, plan.err_unit))
-    else:
-        best_s, best_grid, best_err = _chosen(blocks.shape[1])
-        kernels.choose_blocks(blocks, np.stack(trials), plan.tensor_factor, stack.buckets, stack.shift,
-                              stack.threshold, stack.value, len(plan.tables), _NO_WEIGHTS if h is None else h,
-                              plan.err_unit, h is not None, best_s, best_grid, best_err)
+    # Errors of every trial x grid, trial by trial and grid by grid; then each block onto its winner.
+    best_s, best_grid, best_err = _choose(
+        trials, plan, lambda table, full: _block_errors(table, blocks, full, h, plan.err_unit))
     w_hat, codes = _round_chosen(plan.tables, blocks, best_s, plan.tensor_factor, best_grid, codes=want_codes)
     return _Chunk(w_hat, codes, best_grid, best_s, None), best_err
 
@@ -452,7 +463,7 @@ def _chosen(n_blocks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.empty(n_blocks, np.float32), np.empty(n_blocks, np.uint8), np.empty(n_blocks, np.float32)
 
 
-def _choose(trials: list[np.ndarray], plan: _Plan, errors: Callable[[LookupTable, np.ndarray], np.ndarray]
+def _choose(trials: np.ndarray, plan: _Plan, errors: Callable[[LookupTable, np.ndarray], np.ndarray]
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each block's best scale trial x grid: (scale, grid, error), all (n_blocks,). ``errors(table,
     full)`` gives every block's error on one grid; a tie keeps the earlier choice. numpy's path
@@ -564,7 +575,7 @@ def _fit_learned(w: np.ndarray, plan: _Plan, threads: int | None) -> _Plan:
     """
     c = plan.candidate
     learned = [i for i, a in enumerate(c.atoms) if a.kind is AtomKind.LEARNED]
-    fit_plan = replace(plan, scale_trials=plan.scale_trials[:1], residual_cut=None, outlier_factor=None)
+    fit_plan = replace(plan, scaling=_scaling(plan.candidate, plan.scaling.trials[:1]), residual_cut=None, outlier_factor=None)
     held = learned[:1] if len(learned) == len(c.atoms) and c.dual else []
     for k in learned:  # PO2 stage: one grid at a time
         if k in held:
@@ -796,7 +807,7 @@ def quantize(w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = No
                 s, grid = trials[0], np.zeros(row_blocks.shape[0], np.uint8)
             else:
                 s, grid, err = _chosen(row_blocks.shape[0])
-                kernels.choose_rows(row_blocks, np.stack(trials), plan.tensor_factor, stack.buckets, stack.shift,
+                kernels.choose_rows(row_blocks, trials, plan.tensor_factor, stack.buckets, stack.shift,
                                     stack.threshold, stack.value, len(plan.tables), h_row, plan.err_unit,
                                     plan.h is not None, s, grid, err)
             kernels.scaled_codes(row_blocks, s, plan.tensor_factor, grid, stack.buckets, stack.shift,

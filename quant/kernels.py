@@ -23,12 +23,13 @@ is the answer (a value or an index).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-KERNELS = ("bucket_lookup", "scaled_codes", "decode", "block_extremes", "choose_blocks", "choose_rows",
-           "round_chosen", "histogram_add", "prefix_sums", "lloyd_iterate")
+KERNELS = ("extremes", "bucket_lookup", "scaled_codes", "decode", "block_extremes", "block_scales", "choose_blocks", "choose_rows",
+           "round_chosen", "quantize_blocks", "round_bf16", "outliers", "keep_better", "histogram_add", "prefix_sums", "lloyd_iterate")
 residual_score: Any  # _residual_score and _effective_scales compiled, which the kernels call: set with them
 effective_scales: Any
 
@@ -70,6 +71,22 @@ def _effective_scales(scales, factor):
         full[j] = scales[j] * factor
         divisor[j] = full[j] if full[j] != 0 else np.float32(1)
     return full, divisor
+
+
+def _extremes(w):
+    """(max, min) of contiguous ``w`` as floats, both NaN if it holds a NaN or an infinity (a
+    scalar loop: for small tensors, where numpy's two calls cost more than the pass)."""
+    flat = w.reshape(-1)
+    hi = flat[0]
+    lo = flat[0]
+    check = np.float32(0)  # x * 0 is NaN exactly for NaN and +-Inf
+    for x in flat:
+        hi = max(hi, x)
+        lo = min(lo, x)
+        check += x * np.float32(0)
+    if check != 0:
+        return np.nan, np.nan
+    return np.float64(hi), np.float64(lo)
 
 
 def _bucket_lookup(y, shift, threshold, table, out):
@@ -161,6 +178,70 @@ def _block_extremes(blocks, signed, amax, negative):
             amax[i] = a
 
 
+def _block_scales(blocks, by_row, divisor, g, signed, floor, floor_shift, factors, s_buckets, s_shift, s_threshold,
+                  s_value, out):
+    """Each block's signed stored scale for each scale trial, into row t of (T, n) ``out``; (B, n)
+    block-layout ``blocks``, or (n, B) row-order ones if ``by_row``. A block's ideal scale is
+    amax / ``divisor`` (float32; amax its largest magnitude, and if ``signed`` the scale takes
+    the sign of that extreme, a tie keeping +); trial t multiplies it by factors[t] and rounds it
+    onto the scale format's table t. With ``floor`` (OCP MX) the ideal scale is
+    2**(e - ``floor_shift``) instead, e = frexp(amax / ``g``)'s exponent. Tables: ``s_buckets``
+    > 0, stacked bucket tables (quant.lookup.GridStack, table t at t * s_buckets); 0, a binary
+    search in table t's thresholds s_threshold[t*m:(t+1)*m] and values s_value[t*(m+1):...];
+    no values at all, no rounding (FP32 scales). numpy's ``engine._round_scales`` did the same."""
+    n = out.shape[1]
+    amax = np.empty(n, np.float32)
+    negative = np.zeros(n, np.bool_)
+    if by_row:
+        block_extremes(blocks, signed, amax, negative)
+    elif signed:  # per column, row after row: vector code across blocks
+        hi = blocks[0].copy()
+        lo = blocks[0].copy()
+        for i in range(1, blocks.shape[0]):
+            for j in range(n):
+                hi[j] = max(hi[j], blocks[i, j])
+                lo[j] = min(lo[j], blocks[i, j])
+        for j in range(n):
+            negative[j] = -lo[j] > hi[j]
+            amax[j] = -lo[j] if negative[j] else hi[j]
+    else:
+        for j in range(n):
+            amax[j] = abs(blocks[0, j])
+        for i in range(1, blocks.shape[0]):
+            for j in range(n):
+                amax[j] = max(amax[j], abs(blocks[i, j]))
+    real = np.empty(n, np.float32)
+    for j in range(n):
+        real[j] = amax[j] / divisor
+    y = np.empty(n, np.float32)
+    bits = y.view(np.uint32)
+    trials = factors.size
+    m = s_threshold.size // trials
+    for t in range(trials):
+        for j in range(n):
+            if floor:
+                y[j] = np.float32(math.ldexp(1.0, math.frexp(np.float32(amax[j] / g))[1] - floor_shift))
+            else:
+                y[j] = real[j] * factors[t]
+        if s_buckets > 0:
+            base = np.uintp(t) * np.uintp(s_buckets)
+            for j in range(n):
+                b = base + np.uintp(bits[j] >> s_shift)
+                y[j] = s_value[b + b + np.uintp(y[j] >= s_threshold[b])]
+        elif s_value.size > 0:
+            for j in range(n):
+                a, z = 0, m  # numpy's searchsorted(side="right"): thresholds <= y
+                while a < z:
+                    mid = (a + z) // 2
+                    if s_threshold[t * m + mid] <= y[j]:
+                        a = mid + 1
+                    else:
+                        z = mid
+                y[j] = s_value[t * (m + 1) + a]
+        for j in range(n):
+            out[t, j] = -y[j] if signed and negative[j] else y[j]
+
+
 def _choose_blocks(blocks, scales, factor, buckets, shift, threshold, table, n_grids, h, unit, weighted,
                    best_s, best_grid, best_err):
     """Each block's best scale trial x grid for (B, n) block-layout ``blocks``: trial t's effective
@@ -229,6 +310,145 @@ def _round_chosen(blocks, scales, factor, choice, buckets, shift, threshold, tab
         if want_codes:
             for j in range(n):
                 codes[i, j] = index[slot[j]]
+
+
+def _quantize_blocks(blocks, layer, layer_scale, divisor, g, signed, floor, floor_shift, factors, s_buckets, s_shift, s_threshold,
+                     s_value, buckets, shift, threshold, value, index, n_grids, h, unit, weighted, opq_factor,
+                     w_hat, codes, grid, scales, err, sparse, want_codes):
+    """A (B, n) block-layout chunk quantized in one call: block_scales (from ``divisor`` to
+    ``s_value``; with ``layer``, every block's scale is ``layer_scale``), then choose_blocks unless one trial on one grid leaves nothing to choose (and
+    ``err`` is not written), then round_chosen at tensor factor ``g``. With ``opq_factor`` > 0
+    (OPQ) every block is quantized twice, as it is and without its outliers, and keep_better
+    keeps the better, leaving the outliers it stores in (B, n) ``sparse``. Outputs: (B, n)
+    w_hat, codes (only if ``want_codes``); (n,) grid, scales, err."""
+    rows, n = blocks.shape
+    opq = opq_factor > 0
+    if opq:  # the blocks, then the blocks without their outliers, side by side
+        m = 2 * n
+        work = np.empty((rows, m), np.float32)
+        outliers(blocks, unit, opq_factor, sparse, work)
+        work_h = np.empty((rows, m) if weighted else (0, 0), np.float32)
+        if weighted:
+            for i in range(rows):
+                for j in range(n):
+                    work_h[i, j] = h[i, j]
+                    work_h[i, n + j] = h[i, j]
+        work_w_hat = np.empty((rows, m), np.float32)
+        work_codes = np.empty((rows, m) if want_codes else (0, 0), np.uint16)
+        work_grid = np.empty(m, np.uint8)
+        work_scales = np.empty(m, np.float32)
+        work_err = np.empty(m, np.float32)
+    else:
+        m, work, work_h = n, blocks, h
+        work_w_hat, work_codes, work_grid, work_scales, work_err = w_hat, codes, grid, scales, err
+    trials = np.empty((1 if layer else factors.size, m), np.float32)
+    if layer:
+        trials[0] = layer_scale
+    else:
+        block_scales(work, False, divisor, g, signed, floor, floor_shift, factors, s_buckets, s_shift, s_threshold,
+                     s_value, trials)
+    if trials.shape[0] * n_grids > 1 or opq:
+        choose_blocks(work, trials, g, buckets, shift, threshold, value, n_grids, work_h, unit, weighted,
+                      work_scales, work_grid, work_err)
+    else:
+        for j in range(m):
+            work_scales[j] = trials[0, j]
+            work_grid[j] = 0
+    round_chosen(work, work_scales, g, work_grid, buckets, shift, threshold, value, index, work_w_hat, work_codes,
+                 True, want_codes)
+    if opq:
+        keep_better(blocks, sparse, h, unit, weighted, work_err, work_w_hat, work_codes, work_grid, work_scales,
+                    want_codes)
+        for j in range(n):
+            grid[j] = work_grid[j]
+            scales[j] = work_scales[j]
+            err[j] = work_err[j]
+        for i in range(rows):
+            for j in range(n):
+                w_hat[i, j] = work_w_hat[i, j]
+                if want_codes:
+                    codes[i, j] = work_codes[i, j]
+
+
+def _round_bf16(x, out):
+    """out = ``x`` rounded to the nearest BF16 value (ties to even), as float32; 1-D contiguous."""
+    bits = x.view(np.uint32)
+    rounded = out.view(np.uint32)
+    for i in range(x.size):
+        b = bits[i]
+        rounded[i] = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+
+
+def _outliers(blocks, unit, factor, outliers, both):
+    """OPQ's outliers (BOF4 §3.3) of (B, n) block-layout ``blocks``: outliers[i, j] = |x| >
+    sigma_j * ``factor``, x = blocks[i, j] * ``unit``, sigma_j the sample standard deviation
+    (ddof 1) of block j's x, every sum over the block's elements in order, in float32. (B, 2n)
+    ``both`` gets the blocks, then the blocks with their outliers set to 0."""
+    rows, n = blocks.shape
+    x = np.empty(n, np.float32)
+    total = np.zeros(n, np.float32)
+    for i in range(rows):
+        for j in range(n):
+            x[j] = blocks[i, j] * unit
+        for j in range(n):
+            total[j] += x[j]
+    mean = np.empty(n, np.float32)
+    for j in range(n):
+        mean[j] = total[j] / np.float32(rows)
+    square = np.zeros(n, np.float32)
+    for i in range(rows):
+        for j in range(n):
+            x[j] = blocks[i, j] * unit
+        for j in range(n):
+            x[j] = x[j] - mean[j]
+        for j in range(n):
+            x[j] = x[j] * x[j]
+        for j in range(n):
+            square[j] += x[j]
+    limit = np.empty(n, np.float32)
+    for j in range(n):
+        limit[j] = square[j] / np.float32(max(rows - 1, 1))
+        limit[j] = np.sqrt(limit[j])
+        limit[j] = limit[j] * factor
+    for i in range(rows):
+        for j in range(n):
+            x[j] = blocks[i, j] * unit
+        for j in range(n):
+            outliers[i, j] = abs(x[j]) > limit[j]
+            both[i, j] = blocks[i, j]
+            both[i, n + j] = np.float32(0) if outliers[i, j] else blocks[i, j]
+
+
+def _keep_better(blocks, outliers, h, unit, weighted, err, w_hat, codes, grid, scales, want_codes):
+    """OPQ's choice for each block j of (B, n) ``blocks``: column j of the (2n)-wide results is
+    its plain quantization (``w_hat``, ``codes``, ``grid``, ``scales``, with errors ``err``) and
+    column n + j its quantization without its ``outliers``; those are stored as BF16, and if that
+    lowers the block's error (summed as choose_blocks sums it), column j takes column n + j;
+    otherwise the block stores no outliers. In place; codes only if ``want_codes``."""
+    rows, n = blocks.shape
+    exact = np.empty(n, np.float32)
+    r = np.empty(n, np.float32)
+    alt_err = np.zeros(n, np.float32)
+    for i in range(rows):
+        round_bf16(blocks[i], exact)
+        for j in range(n):
+            if outliers[i, j]:
+                w_hat[i, n + j] = exact[j]
+            r[j] = w_hat[i, n + j] - blocks[i, j]
+        residual_score(r, unit, h[i] if weighted else r, weighted)
+        for j in range(n):
+            alt_err[j] += r[j]
+    for j in range(n):
+        if alt_err[j] < err[j]:
+            grid[j] = grid[n + j]
+            scales[j] = scales[n + j]
+            for i in range(rows):
+                w_hat[i, j] = w_hat[i, n + j]
+                if want_codes:
+                    codes[i, j] = codes[i, n + j]
+        else:
+            for i in range(rows):
+                outliers[i, j] = False
 
 
 def _histogram_add(y, weight, lo, scale, total_weight, total_sum):

@@ -80,13 +80,11 @@ class ScaleFormat:
         """Spans more than 2**64: no per-tensor factor is needed to place block scales."""
         return self.exact or self.max / self.min_positive > 2.0**64
 
-    def round(self, real: np.ndarray, rounding: Rounding) -> np.ndarray:
-        """Round positive float32 ``real`` scales onto this format (saturating at max)."""
+    def table(self, rounding: Rounding) -> LookupTable | None:
+        """The table rounding positive float32 ideal scales onto this format under ``rounding``
+        (saturating at max); None for FP32 scales, which are not rounded."""
         if self.float_spec is None:
-            return np.asarray(real, dtype=np.float32)
-        return self._table(rounding).round(real)  # LookupTable.round casts to float32
-
-    def _table(self, rounding: Rounding) -> LookupTable:
+            return None
         table = self._tables.get(rounding)
         if table is None:
             # A non-negative ExMy's code is its magnitude index: the tie rule is RNE on the code.

@@ -7,13 +7,15 @@ test_lookup.py)."""
 import math
 from dataclasses import replace
 
+import ml_dtypes
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quant import engine, kernels, parse_candidate, quantize
+from quant.candidate import ScaleRule
 from quant.learned import Histogram
-from quant.lookup import LookupTable, grid_stack
+from quant.lookup import LookupTable, Rounding, grid_stack
 
 GRIDS = ("E2M1sE4M3@16", "NF4sUE4M4", "INT8sUE8M0@32", "E4M3sUE8M0@32", "SH4sE4M3")
 FACTORS = (1.0, 0.7, 2.0**-100)  # per-tensor factors: float32 products with the block scales, some subnormal
@@ -57,7 +59,10 @@ def test_rounding_onto_each_blocks_grid_equals_numpy(chunk, name, factor):
     grid = rng.integers(0, len(tables), blocks.shape[1]).astype(np.uint8)
     factor = np.float32(factor)
     full = scales * factor  # float32: the effective scale
-    w_hat, codes = engine._round_chosen(tables, blocks, scales, factor, grid, codes=True)
+    stack = grid_stack(tables)
+    w_hat, codes = np.empty(blocks.shape, np.float32), np.empty(blocks.shape, np.uint16)
+    kernels.round_chosen(blocks, scales, factor, grid, stack.buckets, stack.shift, stack.threshold, stack.value,
+                         stack.index, w_hat, codes, True, True)
     y = blocks / engine._divisor(full)
     for k, table in enumerate(tables):
         mine = grid == k
@@ -67,9 +72,10 @@ def test_rounding_onto_each_blocks_grid_equals_numpy(chunk, name, factor):
     searched = engine._round_chosen(tuple(map(_search_only, tables)), blocks, scales, factor, grid, codes=True)
     np.testing.assert_array_equal(searched[0], w_hat)
     np.testing.assert_array_equal(searched[1], codes)
-    alone = engine._round_chosen(tables, blocks, scales, factor, grid, w_hat=False, codes=True)
-    assert alone[0] is None
-    np.testing.assert_array_equal(alone[1], codes)
+    alone = np.empty(blocks.shape, np.uint16)
+    kernels.round_chosen(blocks, scales, factor, grid, stack.buckets, stack.shift, stack.threshold, stack.value,
+                         stack.index, np.empty((0, 0), np.float32), alone, False, True)
+    np.testing.assert_array_equal(alone, codes)
 
 
 @settings(max_examples=100, deadline=None)
@@ -168,6 +174,56 @@ def test_block_extremes_equal_numpy(chunk, negate):
             np.testing.assert_array_equal(amax, np.abs(rows).max(axis=1))
 
 
+def _numpy_block_scales(blocks: np.ndarray, plan: engine._Plan) -> np.ndarray:
+    """Each trial's signed block scales by numpy: the ideal scale amax / (target x tensor factor),
+    or OCP MX's 2**(floor(log2(amax)) - emax), rounded by the scale format's table."""
+    c, g = plan.candidate, plan.tensor_factor
+    if c.signed:
+        hi, lo = blocks.max(axis=0), blocks.min(axis=0)
+        negative = -lo > hi
+        amax = np.where(negative, -lo, hi)
+    else:
+        amax = np.abs(blocks).max(axis=0)
+    out = []
+    for factor, rounding in plan.scaling.trials:
+        if c.rule is ScaleRule.FLOOR:
+            real = np.ldexp(np.float32(1), np.frexp(amax / g)[1] - (1 + c.atom.emax)).astype(np.float32)
+            rounding = Rounding.NEAREST_EVEN
+        else:
+            real = amax / np.float32(c.target * g) * np.float32(factor)
+        table = c.scale.table(rounding)
+        s = real if table is None else _search_only(table).round(real)
+        out.append(np.where(negative, -s, s) if c.signed else s)
+    return np.stack(out)
+
+
+@settings(max_examples=150, deadline=None)
+@given(chunks(), st.sampled_from(["E2M1sE4M3@16", "E2M1sUE8M0@32", "INT8sUE8M0@32", "BOF4S-16sE4M3@32",
+                                  "E2M1sE4M3@16:mse", "E2M1sE4M3@16:4o6", "NF4sUE4M4:ceil", "NF4sFP32@16",
+                                  "NF4sFP16@16", "INT4sUE5M7@32", "E2M1sE8M7@32:mse", "E4M3sUE8M0@layer",
+                                  "BOF4S-16sE4M3@layer"]),
+       st.sampled_from([1.0, 1e-30, 1e30, 1e-42]))
+def test_block_scales_equal_numpy(chunk, name, magnitude):
+    """kernels.block_scales, in the block layout and in row order, against numpy for every rule
+    (nearest, ceil, OCP MX floor, MSE and 4/6 trials, signed), scale tables with buckets, without
+    (FP16: binary search) and none (FP32), weights near float32's ends; and a layer's one scale."""
+    blocks, _, _ = chunk
+    blocks = (blocks * np.float32(magnitude)).astype(np.float32)
+    c = parse_candidate(name)
+    if c.block_size is not None and blocks.shape[0] != c.block_size:
+        blocks = np.resize(blocks, (c.block_size, blocks.shape[1])).astype(np.float32)
+    w = engine._blocks_to_rows(blocks, (blocks.shape[1], blocks.shape[0]))
+    _, _, plan = engine._prepare(w, c, None, "t", 1)
+    if c.block_size is None:  # the layer's scale: that of one block holding the tensor's extremes
+        layer = replace(plan, layer_scale=None, block=w.size)
+        want = _numpy_block_scales(w.reshape(-1, 1), layer)[0, 0]
+        assert plan.layer_scale.tobytes() == want.tobytes()
+        return
+    want = _numpy_block_scales(blocks, plan)
+    np.testing.assert_array_equal(engine._block_scales(blocks, plan), want)
+    np.testing.assert_array_equal(engine._block_scales(np.ascontiguousarray(blocks.T), plan, axis=1), want)
+
+
 @settings(max_examples=100, deadline=None)
 @given(chunks(), st.sampled_from([0.5, 1.25, 8.0]))
 def test_histogram_add_equals_bincount(chunk, span):
@@ -200,3 +256,86 @@ def test_a_difference_of_prefix_sums_is_the_runs_exact_sum(seed, n):
         exact = math.fsum(x[a:b])
         run = (hi[b] - hi[a]) + (lo[b] - lo[a])
         assert abs(run - exact) <= 2.3e-16 * exact + n * 2.0**-104 * total
+
+
+@settings(max_examples=150, deadline=None)
+@given(chunks(), st.sampled_from([None, np.nan, np.inf, -np.inf]))
+def test_extremes_equal_numpy(chunk, bad):
+    """kernels.extremes: numpy's max and min; both NaN as soon as a NaN or an infinity is in."""
+    blocks, _, rng = chunk
+    if bad is not None:
+        blocks.reshape(-1)[rng.integers(blocks.size)] = bad
+    hi, lo = kernels.extremes(blocks)
+    if bad is None:
+        assert (hi, lo) == (float(blocks.max()), float(blocks.min()))
+    else:
+        assert math.isnan(hi) and math.isnan(lo)
+
+
+def _numpy_outliers(blocks: np.ndarray, unit: np.float32, factor: np.float32) -> np.ndarray:
+    """OPQ's outliers by numpy: |x| > sample std (ddof 1) x factor per block, x = blocks * unit,
+    each sum over the block's elements in order (a cumulative sum)."""
+    x = blocks * unit
+    n = x.shape[0]
+    mean = np.cumsum(x, axis=0)[-1] / np.float32(n)
+    var = np.cumsum(np.square(x - mean), axis=0)[-1] / np.float32(max(n - 1, 1))
+    outliers: np.ndarray = np.abs(x) > np.sqrt(var) * factor
+    return outliers
+
+
+@settings(max_examples=150, deadline=None)
+@given(chunks(), st.sampled_from([1.0, 2.0**-40, 2.0**30]), st.sampled_from([0.9, 2.5, 3.7]))
+def test_outliers_equal_numpy(chunk, unit, factor):
+    blocks, _, rng = chunk
+    blocks[rng.integers(blocks.shape[0]), :] *= np.float32(8.0)  # one large element per block
+    unit, factor = np.float32(unit), np.float32(factor)
+    outliers, both = np.empty(blocks.shape, np.bool_), np.empty((blocks.shape[0], 2 * blocks.shape[1]), np.float32)
+    kernels.outliers(blocks, unit, factor, outliers, both)
+    want = _numpy_outliers(blocks, unit, factor)
+    np.testing.assert_array_equal(outliers, want)
+    np.testing.assert_array_equal(both[:, :blocks.shape[1]], blocks)
+    np.testing.assert_array_equal(both[:, blocks.shape[1]:], np.where(want, np.float32(0), blocks))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["E2M1sE4M3@16+opq(0.95)", "E2M1|INT4sE4M3:4o6+opq(0.95)",
+                                                   "NF4sUE4M4:aw+opq(0.99)", "INT4sE4M3:mse+opq(0.9)"]),
+       st.sampled_from([1.0, 1e-30, 1e30]), st.booleans())
+def test_opq_in_one_call_equals_numpy(seed, name, magnitude, want_codes):
+    """OPQ in one kernels.quantize_blocks call against OPQ by numpy: each block quantized as it is
+    and without its outliers (numpy's rounding, tables without buckets), the outliers stored as
+    BF16, and the alternative kept where its error is lower. The same reconstruction, codes,
+    grids, scales and outliers, bit for bit, with and without activation weights."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((8, 128)) * rng.lognormal(0, 2, (8, 1)) * magnitude).astype(np.float32)
+    w[rng.random(w.shape) < 0.02] *= np.float32(12.0)  # outliers
+    w[:, 32:48] = 0.0
+    act = rng.uniform(0.1, 2.0, 128)
+    w32, h, plan = engine._prepare(w, parse_candidate(name), act, "t", 1)
+    blocks = engine._block_view(w32, plan.block)
+    hb = engine._h_blocks(h, plan.block, w.shape[0]) if plan.h is not None else None
+    got = engine._quantize_blocks(blocks, plan, hb, want_codes)
+
+    searched = replace(plan, tables=tuple(map(_search_only, plan.tables)))
+    plain, err = engine._best_of_trials(blocks, searched, hb, want_codes)
+    outliers = _numpy_outliers(blocks, plan.err_unit, np.float32(plan.outlier_factor))
+    alt, _ = engine._best_of_trials(np.where(outliers, np.float32(0), blocks), searched, hb, want_codes)
+    alt_w_hat = np.where(outliers, blocks.astype(ml_dtypes.bfloat16).astype(np.float32), alt.w_hat)
+    use = engine._block_error(alt_w_hat, blocks, hb, plan.err_unit) < err
+    assert outliers.any() and use.any()
+    np.testing.assert_array_equal(got.w_hat, np.where(use, alt_w_hat, plain.w_hat))
+    np.testing.assert_array_equal(got.grid, np.where(use, alt.grid, plain.grid))
+    np.testing.assert_array_equal(got.scales, np.where(use, alt.scales, plain.scales))
+    np.testing.assert_array_equal(got.sparse, outliers & use)
+    if want_codes:
+        np.testing.assert_array_equal(got.codes, np.where(use, alt.codes, plain.codes))
+    else:
+        assert got.codes is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(chunks())
+def test_round_bf16_equals_ml_dtypes(chunk):
+    blocks, _, _ = chunk
+    x = np.concatenate([blocks.reshape(-1), np.float32([3.4e38, -3.4e38, 1e-40, -0.0])])
+    np.testing.assert_array_equal(engine.round_bf16(x), x.astype(ml_dtypes.bfloat16).astype(np.float32))

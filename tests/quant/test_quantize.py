@@ -224,9 +224,9 @@ def test_best_of_trials_keeps_the_first_lowest_error_trial_and_grid(name, zero_r
     hb = engine._h_blocks(h, plan.block, w.shape[0]) if plan.h is not None else None
     chunk, err = engine._best_of_trials(blocks, plan, hb, want_codes=True)
     alone = []
-    for trial in plan.scale_trials:
+    for trial in plan.scaling.trials:
         for k, table in enumerate(plan.tables):
-            one = replace(plan, scale_trials=(trial,), tables=(table,), outlier_factor=None, residual_cut=None)
+            one = replace(plan, scaling=engine._scaling(plan.candidate, (trial,)), tables=(table,), outlier_factor=None, residual_cut=None)
             part = engine._best_of_trials(blocks, one, hb, want_codes=False)[0]
             assert part.w_hat is not None
             codes = engine._best_of_trials(blocks, one, hb, want_codes=True)[0].codes
