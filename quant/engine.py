@@ -62,6 +62,7 @@ _ONE = np.float32(1.0)  # the unit factor, made once (a numpy scalar costs ~0.5 
 _NO_WEIGHTS = np.empty((0, 0), np.float32)  # h for kernels.choose_blocks when there is none
 _NO_CODES = np.empty((0, 0), np.uint16)  # codes for kernels.keep_better when none are asked for
 _NO_SPARSE = np.empty((0, 0), np.bool_)  # kernels.quantize_blocks' outliers without OPQ
+_NO_SQUARES, _NO_DIFFERENCE = np.empty((0, 0), np.float32), np.empty(0)  # its chunk_stats parts, not asked for
 _F32_TINY = float(np.finfo(np.float32).tiny)
 # Tensor amax range whose squared residuals fit float32 as they are: 2**-30 leaves residuals
 # down to 2**-30 x 2**-33 of the largest weight above float32's smallest normal square root (2**-63).
@@ -298,6 +299,8 @@ class _Chunk:
     scales: np.ndarray
     sparse: np.ndarray | None
     """(B, n_blocks) bool: positions stored aside, or None."""
+    parts: tuple[np.ndarray, np.ndarray] | None = None
+    """chunk_stats' squares and difference of (blocks, w_hat), computed on the way, or None."""
 
 
 def _block_view(w: np.ndarray, block: int) -> np.ndarray:
@@ -343,12 +346,13 @@ def _divisor(full: np.ndarray) -> np.ndarray:
     return divisor
 
 
-def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want_codes: bool) -> _Chunk:
+def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want_codes: bool,
+                     want_parts: bool = False) -> _Chunk:
     """Quantize a (B, n_blocks) chunk: every scale trial x grid, the best per block.
 
     With OPQ, each block is also tried with its outliers removed (set to 0 before the scale
     search, stored aside as BF16) and keeps that only if it lowers the block's error, so the
-    correction never hurts.
+    correction never hurts. ``want_parts``: the compiled path also returns chunk_stats' parts.
     """
     if plan.candidate.rule is ScaleRule.GGML:
         w_hat, codes, scales = ggml.quantize_blocks(blocks, plan.candidate)
@@ -356,7 +360,8 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
     select_h = h if plan.h is not None else None
     stack = grid_stack(plan.tables)
     if stack is not None:  # one compiled call, OPQ included
-        return _compiled_blocks(blocks, plan, stack, select_h, want_codes, opq=plan.outlier_factor is not None)[0]
+        return _compiled_blocks(blocks, plan, stack, select_h, want_codes, opq=plan.outlier_factor is not None,
+                                want_parts=want_parts)[0]
     if plan.outlier_factor is None:
         return _best_of_trials(blocks, plan, select_h, want_codes)[0]
     # every block twice, as it is and without its outliers: one pass chooses for both
@@ -373,7 +378,7 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
 
 
 def _compiled_blocks(blocks: np.ndarray, plan: _Plan, stack: GridStack, h: np.ndarray | None,
-                     want_codes: bool, *, opq: bool) -> tuple[_Chunk, np.ndarray | None]:
+                     want_codes: bool, *, opq: bool, want_parts: bool = False) -> tuple[_Chunk, np.ndarray | None]:
     """:func:`_quantize_blocks` for grids with bucket tables, by kernels.quantize_blocks, with OPQ
     or without; returns (chunk, errors), errors None when one trial on one grid without OPQ
     leaves nothing to compare."""
@@ -381,15 +386,18 @@ def _compiled_blocks(blocks: np.ndarray, plan: _Plan, stack: GridStack, h: np.nd
     w_hat, codes = np.empty(blocks.shape, np.float32), np.empty(blocks.shape if want_codes else (0, 0), np.uint16)
     grid, scales, err = np.empty(n, np.uint8), np.empty(n, np.float32), np.empty(n, np.float32)
     sparse = np.empty(blocks.shape, np.bool_) if opq else _NO_SPARSE
+    squares, difference = ((np.empty((2, blocks.size), np.float32), np.empty(blocks.size)) if want_parts
+                           else (_NO_SQUARES, _NO_DIFFERENCE))
     layer = plan.layer_scale is not None
     kernels.quantize_blocks(blocks, layer, plan.layer_scale if layer else _ONE,
                             np.float32(plan.candidate.target * plan.tensor_factor), plan.tensor_factor,
                             *plan.scaling.args, stack.buckets, stack.shift, stack.threshold, stack.value, stack.index,
                             len(plan.tables), _NO_WEIGHTS if h is None else h, plan.err_unit, h is not None,
                             np.float32(plan.outlier_factor if opq else 0.0), w_hat, codes, grid, scales, err, sparse,
-                            want_codes)
+                            want_codes, squares, difference)
     chosen = opq or (1 if layer else len(plan.scaling.trials)) * len(plan.tables) > 1
-    return _Chunk(w_hat, codes if want_codes else None, grid, scales, sparse if opq else None), err if chosen else None
+    return (_Chunk(w_hat, codes if want_codes else None, grid, scales, sparse if opq else None,
+                   (squares, difference) if want_parts else None), err if chosen else None)
 
 
 def _block_errors(table: LookupTable, blocks: np.ndarray, full: np.ndarray, h: np.ndarray | None,
@@ -765,12 +773,13 @@ def measure(
         part = w[rows]
         blocks = _block_view(part, plan.block)
         hb = _h_blocks(h, plan.block, part.shape[0])
-        chunk = _quantize_blocks(blocks, plan, hb, want_codes=False)
+        # unweighted stats of a reconstruction no residual changes: their parts come with it
+        chunk = _quantize_blocks(blocks, plan, hb, want_codes=False, want_parts=hb is None and plan.residual_cut is None)
         sparse = _finish(blocks, chunk, plan, hb)
         assert chunk.w_hat is not None
         second = int(np.count_nonzero(chunk.grid)) if len(plan.tables) > 1 else 0  # one grid: all blocks 0
         return chunk_stats(blocks, chunk.w_hat, hb, blocks=chunk.grid.size, second_grid_blocks=second,
-                           sparse=0 if sparse is None else int(np.count_nonzero(sparse)))
+                           sparse=0 if sparse is None else int(np.count_nonzero(sparse)), parts=chunk.parts)
 
     return _summed(one, _row_chunks(*w.shape), threads)
 

@@ -314,13 +314,15 @@ def _round_chosen(blocks, scales, factor, choice, buckets, shift, threshold, tab
 
 def _quantize_blocks(blocks, layer, layer_scale, divisor, g, signed, floor, floor_shift, factors, s_buckets, s_shift, s_threshold,
                      s_value, buckets, shift, threshold, value, index, n_grids, h, unit, weighted, opq_factor,
-                     w_hat, codes, grid, scales, err, sparse, want_codes):
+                     w_hat, codes, grid, scales, err, sparse, want_codes, squares, difference):
     """A (B, n) block-layout chunk quantized in one call: block_scales (from ``divisor`` to
     ``s_value``; with ``layer``, every block's scale is ``layer_scale``), then choose_blocks unless one trial on one grid leaves nothing to choose (and
     ``err`` is not written), then round_chosen at tensor factor ``g``. With ``opq_factor`` > 0
     (OPQ) every block is quantized twice, as it is and without its outliers, and keep_better
     keeps the better, leaving the outliers it stores in (B, n) ``sparse``. Outputs: (B, n)
-    w_hat, codes (only if ``want_codes``); (n,) grid, scales, err."""
+    w_hat, codes (only if ``want_codes``); (n,) grid, scales, err; and, if ``squares`` is not
+    empty, what quant.metrics.chunk_stats sums: (2, B*n) float32 squares of blocks and w_hat and
+    (B*n,) float64 w_hat - blocks (a float32 difference), both in the blocks' C order."""
     rows, n = blocks.shape
     opq = opq_factor > 0
     if opq:  # the blocks, then the blocks without their outliers, side by side
@@ -368,6 +370,14 @@ def _quantize_blocks(blocks, layer, layer_scale, divisor, g, signed, floor, floo
                 w_hat[i, j] = work_w_hat[i, j]
                 if want_codes:
                     codes[i, j] = work_codes[i, j]
+    if squares.size:
+        for i in range(rows):
+            for j in range(n):
+                x = blocks[i, j]
+                q = w_hat[i, j]
+                squares[0, i * n + j] = x * x
+                squares[1, i * n + j] = q * q
+                difference[i * n + j] = np.float64(np.float32(q - x))
 
 
 def _round_bf16(x, out):

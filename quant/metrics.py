@@ -143,7 +143,8 @@ def _cos_deficit(a: float, b: float, d: float) -> float:
 
 
 def chunk_stats(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None, *, blocks: int = 0,
-                second_grid_blocks: int = 0, sparse: int = 0) -> ErrorStats:
+                second_grid_blocks: int = 0, sparse: int = 0,
+                parts: tuple[np.ndarray, np.ndarray] | None = None) -> ErrorStats:
     """Statistics of one chunk: ``w``, ``w_hat`` and ``h`` (per-element weights or None) alike in shape.
 
     The error sum D is accumulated in float64; sum w^2 and sum w_hat^2 use numpy's pairwise
@@ -151,14 +152,17 @@ def chunk_stats(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None, *, block
     That is enough: 1 - cosine depends on them only to second order (see ``_cos_deficit``).
     Where float32 squares would underflow or overflow (weights below ~1e-19 or above ~1e19),
     the sums are redone in float64, whose range holds any float32 square. The counts are stored as given.
+    ``parts`` (unweighted only): :func:`squares_and_difference` of (w, w_hat), already computed.
     """
     # Sums use einsum/reduce, never BLAS: OpenBLAS's threaded dot spin-waits when the other
     # core is busy (e.g. a second explore worker) and then took 3 s per 16M values instead of 12 ms.
-    d = (w_hat - w).astype(np.float64).reshape(-1)
     if h is None:
-        sum_w2, sum_q2 = _sumsq(w, w_hat)
+        squares, d = squares_and_difference(w, w_hat) if parts is None else parts
+        sum_w2, sum_q2 = (float(t) if _F32_SUMSQ_MIN <= t < math.inf else _sumsq64(a)
+                          for a, t in zip((w, w_hat), _row_sums(squares)))
         return ErrorStats(w.size, sum_w2, sum_q2, float(np.einsum("i,i->", d, d)), blocks=blocks,
                           second_grid_blocks=second_grid_blocks, sparse=sparse)
+    d = (w_hat - w).astype(np.float64).reshape(-1)
     hf = h.reshape(-1)
     d2 = d * d
     w2 = np.square(w, dtype=np.float64).reshape(-1)
@@ -178,20 +182,26 @@ def chunk_stats(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None, *, block
     )
 
 
+@np.errstate(over="ignore", under="ignore")  # as a decorator: 1 us less than `with` (numpy 2), thread-safe
+def squares_and_difference(w: np.ndarray, w_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`chunk_stats` sums for alike-shaped float32 ``w`` and ``w_hat``: their float32
+    squares as the rows of a (2, size) array, and w_hat - w (float32) widened to float64 (size,),
+    both in C order (kernels.quantize_blocks computes the same on the way)."""
+    squares = np.empty((2, w.size), np.float32)
+    np.square(w, out=squares[0].reshape(w.shape), dtype=np.float32)
+    np.square(w_hat, out=squares[1].reshape(w.shape), dtype=np.float32)
+    return squares, (w_hat - w).astype(np.float64).reshape(-1)
+
+
+@np.errstate(over="ignore")  # a sum beyond float32's range is redone in float64
+def _row_sums(squares: np.ndarray) -> np.ndarray:
+    """numpy's pairwise float32 sum of each row of (k, n) float32 ``squares`` (as of a flat array)."""
+    return np.add.reduce(squares, axis=1, dtype=np.float32)
+
+
 # A float32 sum of squares at least this large lost at most n * 2**-126 to squares flushed
 # below float32's normal range: < 2**-26 relative for n <= 2**40 elements.
 _F32_SUMSQ_MIN = 2.0**-60
-
-
-def _sumsq(*arrays: np.ndarray) -> tuple[float, ...]:
-    """sum a^2 of each array: float32 pairwise (4x faster), or float64 when float32 under- or overflows."""
-    totals = _sumsq32(arrays)
-    return tuple(total if _F32_SUMSQ_MIN <= total < math.inf else _sumsq64(a) for a, total in zip(arrays, totals))
-
-
-@np.errstate(over="ignore", under="ignore")  # as a decorator: 1 us less than `with` (numpy 2), thread-safe
-def _sumsq32(arrays: tuple[np.ndarray, ...]) -> list[float]:
-    return [float(np.add.reduce(np.square(a, dtype=np.float32), axis=None, dtype=np.float32)) for a in arrays]
 
 
 def _sumsq64(a: np.ndarray) -> float:

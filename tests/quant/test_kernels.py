@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quant import engine, kernels, parse_candidate, quantize
+from quant import engine, kernels, metrics, parse_candidate, quantize
 from quant.candidate import ScaleRule
 from quant.learned import Histogram
 from quant.lookup import LookupTable, Rounding, grid_stack
@@ -339,3 +339,34 @@ def test_round_bf16_equals_ml_dtypes(chunk):
     blocks, _, _ = chunk
     x = np.concatenate([blocks.reshape(-1), np.float32([3.4e38, -3.4e38, 1e-40, -0.0])])
     np.testing.assert_array_equal(engine.round_bf16(x), x.astype(ml_dtypes.bfloat16).astype(np.float32))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["E2M1sE4M3@16", "E2M1|INT4sE4M3:mse", "E4M3sUE8M0@layer",
+                                                   "E2M1sE4M3@16+opq(0.95)"]),
+       st.sampled_from([1.0, 1e-30, 1e25, 1e-42]), st.integers(1, 40))
+def test_stats_parts_from_the_kernel_equal_numpy(seed, name, magnitude, rows):
+    """The squares and difference kernels.quantize_blocks leaves for chunk_stats are numpy's
+    (squares beyond float32's range included), and so are the statistics summed from them."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((rows, 64)) * rng.lognormal(0, 2, (rows, 1)) * magnitude).astype(np.float32)
+    w32, _, plan = engine._prepare(w, parse_candidate(name), None, "t", 1)
+    blocks = engine._block_view(w32, plan.block)
+    chunk = engine._quantize_blocks(blocks, plan, None, want_codes=False, want_parts=True)
+    assert chunk.parts is not None
+    want = metrics.squares_and_difference(blocks, chunk.w_hat)
+    for got, ref in zip(chunk.parts, want, strict=True):
+        assert got.dtype == ref.dtype and got.shape == ref.shape and got.tobytes() == ref.tobytes()
+    assert metrics.chunk_stats(blocks, chunk.w_hat, None, parts=chunk.parts) == metrics.chunk_stats(blocks, chunk.w_hat, None)
+
+
+@settings(max_examples=100, deadline=None)
+@given(chunks())
+def test_row_sums_are_each_rows_pairwise_sum(chunk):
+    """chunk_stats sums both rows of its (2, n) squares in one reduction: numpy's pairwise float32
+    sum of each row is that of the flat array."""
+    blocks, _, rng = chunk
+    other = (blocks * np.float32(rng.uniform(0.5, 2.0))).astype(np.float32)
+    squares, _ = metrics.squares_and_difference(blocks, other)
+    for row, a in zip(metrics._row_sums(squares), (blocks, other)):
+        assert row == np.add.reduce(np.square(a), axis=None, dtype=np.float32)
