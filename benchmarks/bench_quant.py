@@ -6,7 +6,9 @@ Prints three tables (never asserts):
    cast of the same tensor (which does less: no block scales, no error sums);
 2. quantize() + dequantize(): the same, plus the extra memory the pair allocates beyond the
    input (tracemalloc peak, numpy buffers included), in MB and as a multiple of the tensor;
-3. fixed cost per measure() call after the first: a 1x(block) tensor, fastest and median of 1,000 calls;
+3. fixed cost per measure() call after the first: a 1x(block) tensor, fastest and median of 1,000
+   calls (``:aw`` with activation weights; learned grids with fit_grids' grids given, as sampled
+   mode calls it: the fit itself is work, not a fixed cost);
 4. peak resident memory above the tensor of measure() and of quantize(), each in a fresh process
    on a larger tensor (--rss-elements, default 64M weights): the goal is <= the tensor + 256 MB.
 """
@@ -26,7 +28,7 @@ import numpy as np
 from rich.console import Console
 
 from dse import render
-from quant import dequantize, measure, parse_candidate, quantize
+from quant import dequantize, fit_grids, measure, parse_candidate, quantize
 
 # SFP4 rounds onto three grids per block. Q4_0 and Q8_0 are llama.cpp's own arithmetic
 # (quant/ggml.py); gguf.quants is timed beside them. The last four include fitting learned DD4
@@ -36,10 +38,13 @@ CANDIDATES = ("E2M3sUE4M4", "E2M1sE4M3@16", "E2M1sUE8M0@32", "NF4sUE4M4", "NF4sF
 # The issue's pack/unpack targets: NVFP4-like, MXFP4, NF4, E2M3sUE4M4.
 PACK_CANDIDATES = ("E2M1sE4M3@16", "E2M1sUE8M0@32", "NF4sUE4M4", "E2M3sUE4M4", "E2M1|INT4sE4M3",
                    "E4M3sUE8M0@layer")
-# One per scale rule / grid kind, for the fixed per-call cost.
+# One per scale rule / grid kind / correction, for the fixed per-call cost; :aw with activation
+# weights, learned grids with fit_grids' grids given (sampled mode's calls: the fit is work).
 FIXED_COST_CANDIDATES = ("E2M1sE4M3@16", "E2M1sUE8M0@32", "E2M3sUE4M4", "E4M3sUE8M0@32", "INT8sUE8M0@32",
-                         "INT4sE4M3", "NF4sUE4M4", "BOF4S-16sE4M3", "E2M1|INT4sE4M3", "E2M1sE4M3@16:mse",
-                         "E2M1sE4M3@16:4o6", "E4M3sUE8M0@layer", "E2M1sE4M3@16+opq(0.95)")
+                         "INT4sE4M3", "NF4sUE4M4", "NF4sFP32@16", "BOF4S-16sE4M3", "SFP4sE4M3", "Q4_0", "Q8_0",
+                         "E2M1|INT4sE4M3", "E2M1sE4M3@16:mse", "E2M1sE4M3@16:4o6", "E4M3sUE8M0@layer",
+                         "E2M1sE4M3@16+opq(0.95)", "E2M1|INT4sE4M3:aw", "DD4sUE4M4", "NF4|DD4sUE4M4",
+                         "E2M1sE4M3@16+res(1%)")
 
 
 def best_of(repeat: int, fn) -> float:
@@ -151,14 +156,17 @@ def main() -> None:
     for name in FIXED_COST_CANDIDATES:
         c = parse_candidate(name)
         small = w[:1, : c.block_size or 32]
-        measure(small, c, threads=1)
+        act = np.ones(small.shape[1]) if c.act_weighted else None
+        grids = fit_grids(small, c, act=act) if c.learned else None
+        measure(small, c, act=act, threads=1, grids=grids)
         times = []
         for _ in range(1000):
             start = time.perf_counter()
-            measure(small, c, threads=1)
+            measure(small, c, act=act, threads=1, grids=grids)
             times.append(time.perf_counter() - start)
         # the fastest call is the cost itself; the median adds what other processes take from this one
-        table.add_row(name, f"1x{small.shape[1]}", f"{min(times) * 1e3:.3f}", f"{np.median(times) * 1e3:.3f}")
+        label = name + (" (grids given)" if grids else "") + (" (act given)" if act is not None else "")
+        table.add_row(label, f"1x{small.shape[1]}", f"{min(times) * 1e3:.3f}", f"{np.median(times) * 1e3:.3f}")
     console.print(table)
 
     tensor_mb = args.rss_elements * 4 / 2**20

@@ -32,7 +32,7 @@ from quant.formats import AtomKind
 from quant.learned import Histogram, lloyd
 from quant.lookup import GridStack, LookupTable, Rounding, grid_stack, lookup_table, rounding_thresholds
 from quant.lutformat import decoded_levels, refine_on_samples, store_levels
-from quant.metrics import ErrorStats, chunk_stats
+from quant.metrics import ErrorStats, chunk_stats, stats_parts
 
 keep_chunks_in_heap()
 
@@ -62,7 +62,7 @@ _ONE = np.float32(1.0)  # the unit factor, made once (a numpy scalar costs ~0.5 
 _NO_WEIGHTS = np.empty((0, 0), np.float32)  # h for kernels.choose_blocks when there is none
 _NO_CODES = np.empty((0, 0), np.uint16)  # codes for kernels.keep_better when none are asked for
 _NO_SPARSE = np.empty((0, 0), np.bool_)  # kernels.quantize_blocks' outliers without OPQ
-_NO_SQUARES, _NO_DIFFERENCE = np.empty((0, 0), np.float32), np.empty(0)  # its chunk_stats parts, not asked for
+_NO_PARTS = (np.empty((0, 0), np.float32), np.empty(0))  # its chunk_stats parts, not asked for
 _F32_TINY = float(np.finfo(np.float32).tiny)
 # Tensor amax range whose squared residuals fit float32 as they are: 2**-30 leaves residuals
 # down to 2**-30 x 2**-33 of the largest weight above float32's smallest normal square root (2**-63).
@@ -100,6 +100,7 @@ class _Plan:
     tensor_factor: np.float32
     layer_scale: np.float32 | None
     scaling: _Scaling
+    """The block-scale trials."""
     grids: tuple[np.ndarray, ...]
     tables: tuple[LookupTable, ...]
     h: np.ndarray | None
@@ -171,6 +172,7 @@ class _Recipe:
     tables: tuple[LookupTable, ...]
     """One rounding table per grid."""
     scaling: _Scaling
+    """The block-scale trials (:data:`_MSE_CANDIDATES` and so on, or the rule's one)."""
     outlier_factor: float | None
     """OPQ threshold in block standard deviations (a scipy call), or None."""
     full_scale: float
@@ -300,7 +302,7 @@ class _Chunk:
     sparse: np.ndarray | None
     """(B, n_blocks) bool: positions stored aside, or None."""
     parts: tuple[np.ndarray, np.ndarray] | None = None
-    """chunk_stats' squares and difference of (blocks, w_hat), computed on the way, or None."""
+    """chunk_stats' parts of (blocks, w_hat) (metrics.stats_parts), filled on the way, or None."""
 
 
 def _block_view(w: np.ndarray, block: int) -> np.ndarray:
@@ -347,21 +349,22 @@ def _divisor(full: np.ndarray) -> np.ndarray:
 
 
 def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want_codes: bool,
-                     want_parts: bool = False) -> _Chunk:
+                     parts: tuple[np.ndarray, np.ndarray] | None = None) -> _Chunk:
     """Quantize a (B, n_blocks) chunk: every scale trial x grid, the best per block.
 
     With OPQ, each block is also tried with its outliers removed (set to 0 before the scale
     search, stored aside as BF16) and keeps that only if it lowers the block's error, so the
-    correction never hurts. ``want_parts``: the compiled path also returns chunk_stats' parts.
+    correction never hurts. ``parts`` (metrics.stats_parts): the compiled paths fill them and
+    return them in the chunk.
     """
     if plan.candidate.rule is ScaleRule.GGML:
-        w_hat, codes, scales = ggml.quantize_blocks(blocks, plan.candidate)
-        return _Chunk(w_hat, codes if want_codes else None, np.zeros(scales.shape, np.uint8), scales, None)
+        w_hat, codes, scales = ggml.quantize_blocks(blocks, plan.candidate, parts)
+        return _Chunk(w_hat, codes if want_codes else None, np.zeros(scales.shape, np.uint8), scales, None, parts)
     select_h = h if plan.h is not None else None
     stack = grid_stack(plan.tables)
     if stack is not None:  # one compiled call, OPQ included
         return _compiled_blocks(blocks, plan, stack, select_h, want_codes, opq=plan.outlier_factor is not None,
-                                want_parts=want_parts)[0]
+                                parts=parts)[0]
     if plan.outlier_factor is None:
         return _best_of_trials(blocks, plan, select_h, want_codes)[0]
     # every block twice, as it is and without its outliers: one pass chooses for both
@@ -378,7 +381,8 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
 
 
 def _compiled_blocks(blocks: np.ndarray, plan: _Plan, stack: GridStack, h: np.ndarray | None,
-                     want_codes: bool, *, opq: bool, want_parts: bool = False) -> tuple[_Chunk, np.ndarray | None]:
+                     want_codes: bool, *, opq: bool, parts: tuple[np.ndarray, np.ndarray] | None = None
+                     ) -> tuple[_Chunk, np.ndarray | None]:
     """:func:`_quantize_blocks` for grids with bucket tables, by kernels.quantize_blocks, with OPQ
     or without; returns (chunk, errors), errors None when one trial on one grid without OPQ
     leaves nothing to compare."""
@@ -386,18 +390,16 @@ def _compiled_blocks(blocks: np.ndarray, plan: _Plan, stack: GridStack, h: np.nd
     w_hat, codes = np.empty(blocks.shape, np.float32), np.empty(blocks.shape if want_codes else (0, 0), np.uint16)
     grid, scales, err = np.empty(n, np.uint8), np.empty(n, np.float32), np.empty(n, np.float32)
     sparse = np.empty(blocks.shape, np.bool_) if opq else _NO_SPARSE
-    squares, difference = ((np.empty((2, blocks.size), np.float32), np.empty(blocks.size)) if want_parts
-                           else (_NO_SQUARES, _NO_DIFFERENCE))
     layer = plan.layer_scale is not None
     kernels.quantize_blocks(blocks, layer, plan.layer_scale if layer else _ONE,
                             np.float32(plan.candidate.target * plan.tensor_factor), plan.tensor_factor,
                             *plan.scaling.args, stack.buckets, stack.shift, stack.threshold, stack.value, stack.index,
                             len(plan.tables), _NO_WEIGHTS if h is None else h, plan.err_unit, h is not None,
                             np.float32(plan.outlier_factor if opq else 0.0), w_hat, codes, grid, scales, err, sparse,
-                            want_codes, squares, difference)
+                            want_codes, *(parts or _NO_PARTS))
     chosen = opq or (1 if layer else len(plan.scaling.trials)) * len(plan.tables) > 1
-    return (_Chunk(w_hat, codes if want_codes else None, grid, scales, sparse if opq else None,
-                   (squares, difference) if want_parts else None), err if chosen else None)
+    chunk = _Chunk(w_hat, codes if want_codes else None, grid, scales, sparse if opq else None, parts)
+    return chunk, err if chosen else None
 
 
 def _block_errors(table: LookupTable, blocks: np.ndarray, full: np.ndarray, h: np.ndarray | None,
@@ -583,7 +585,7 @@ def _fit_learned(w: np.ndarray, plan: _Plan, threads: int | None) -> _Plan:
     """
     c = plan.candidate
     learned = [i for i, a in enumerate(c.atoms) if a.kind is AtomKind.LEARNED]
-    fit_plan = replace(plan, scaling=_scaling(plan.candidate, plan.scaling.trials[:1]), residual_cut=None, outlier_factor=None)
+    fit_plan = replace(plan, scaling=_scaling(c, plan.scaling.trials[:1]), residual_cut=None, outlier_factor=None)
     held = learned[:1] if len(learned) == len(c.atoms) and c.dual else []
     for k in learned:  # PO2 stage: one grid at a time
         if k in held:
@@ -737,11 +739,21 @@ def _prepare(w: np.ndarray, candidate: Candidate, act: np.ndarray | None, name: 
     if grids is not None:
         if len(grids) != len(candidate.atoms):
             raise ValueError(f"{len(grids)} grids for {len(candidate.atoms)} atoms of {candidate.name}")
-        grids = tuple(np.unique(np.asarray(g, np.float32)) for g in grids)
+        grids = tuple(map(_levels, grids))
     plan = _plan(w, candidate, name, h, threads, grids)
     if candidate.residual is not None:
         plan = replace(plan, residual_cut=_residual_cut(w, plan, threads))
     return w, h, plan
+
+
+def _levels(grid: np.ndarray) -> np.ndarray:
+    """A given grid's values as sorted, unique float32: as they are when already so (fit_grids'
+    are; np.unique costs a small call ~5 us per grid), else np.unique's."""
+    a = np.asarray(grid, np.float32)
+    if a.ndim == 1 and a.size and bool((a[1:] > a[:-1]).all()):
+        return a
+    levels: np.ndarray = np.unique(a)
+    return levels
 
 
 def fit_grids(w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = None, name: str = "tensor",
@@ -773,8 +785,9 @@ def measure(
         part = w[rows]
         blocks = _block_view(part, plan.block)
         hb = _h_blocks(h, plan.block, part.shape[0])
-        # unweighted stats of a reconstruction no residual changes: their parts come with it
-        chunk = _quantize_blocks(blocks, plan, hb, want_codes=False, want_parts=hb is None and plan.residual_cut is None)
+        # the statistics' parts come with a reconstruction that no residual changes afterwards
+        parts = None if plan.residual_cut is not None else stats_parts(blocks.size, hb is not None)
+        chunk = _quantize_blocks(blocks, plan, hb, want_codes=False, parts=parts)
         sparse = _finish(blocks, chunk, plan, hb)
         assert chunk.w_hat is not None
         second = int(np.count_nonzero(chunk.grid)) if len(plan.tables) > 1 else 0  # one grid: all blocks 0
@@ -897,6 +910,7 @@ def _check_act(act: np.ndarray | None, cols: int, name: str) -> np.ndarray | Non
     h = np.asarray(act, dtype=np.float64).reshape(-1)
     if h.size != cols:
         raise WeightError(f"tensor {name!r}: activation weights have {h.size} entries, need {cols}")
-    if not np.all(np.isfinite(h)) or np.any(h < 0):
+    hi, lo = _extremes(h.reshape(1, -1), None)
+    if not (lo >= 0 and hi < math.inf):  # NaN fails both
         raise WeightError(f"tensor {name!r}: activation weights must be finite and >= 0")
     return h

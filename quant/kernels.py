@@ -1,13 +1,17 @@
-"""Compiled loops for the per-element hot paths (bucket lookup, scale-and-round, each block's
-choice of scale trial and grid, decode) and for the learned grids' Lloyd iterations.
+"""Compiled loops for the per-element hot paths (bucket lookup, block scales, scale-and-round,
+each block's choice of scale trial and grid, OPQ, decode) and for the learned grids' Lloyd
+iterations.
 
 numpy runs each step of "divide by the block scale, bucket, compare, gather, multiply" as a
 separate pass over memory with its own temporary; these kernels do all of them in one pass
 per element, in float32 exactly as the numpy expressions they replace (no fast-math, no fused
 multiply-add), so every result is bit-identical. The Lloyd kernels are the exception: they sum
-a cell as a difference of running sums, not as numpy did (see quant.learned.lloyd). They
-release the GIL, so the chunk pool's threads run them in parallel, and are compiled once per
-machine (numba's on-disk cache).
+a cell as a difference of running sums, not as numpy did (see quant.learned.lloyd); and OPQ's
+block mean and deviation are summed in the block's element order, as numpy's axis-0 sums did
+for every chunk of more than one block. ``quantize_blocks`` runs a chunk's whole quantization
+in one call: a small call pays one dispatch instead of a dozen numpy calls. They release the
+GIL, so the chunk pool's threads run them in parallel, and are compiled once per machine
+(numba's on-disk cache).
 
 Positions in a table are unsigned where an offset is added to them: numba wraps a negative
 index around, and a signed index it cannot prove non-negative costs a test per lookup.
@@ -28,10 +32,22 @@ from typing import Any
 
 import numpy as np
 
-KERNELS = ("extremes", "bucket_lookup", "scaled_codes", "decode", "block_extremes", "block_scales", "choose_blocks", "choose_rows",
-           "round_chosen", "quantize_blocks", "round_bf16", "outliers", "keep_better", "histogram_add", "prefix_sums", "lloyd_iterate")
-residual_score: Any  # _residual_score and _effective_scales compiled, which the kernels call: set with them
+KERNELS = ("extremes", "bucket_lookup", "scaled_codes", "decode", "block_extremes", "block_scales",
+           "choose_blocks", "choose_rows", "round_chosen", "quantize_blocks", "round_bf16", "outliers",
+           "keep_better", "ggml_blocks", "round_fp16", "stats_parts", "histogram_add", "prefix_sums",
+           "lloyd_iterate")
+# Set with the kernels; those below are also called by other kernels (and compiled into them).
+residual_score: Any  # _residual_score and _effective_scales compiled
 effective_scales: Any
+block_extremes: Any
+block_scales: Any
+choose_blocks: Any
+round_chosen: Any
+outliers: Any
+keep_better: Any
+round_bf16: Any
+round_fp16: Any
+stats_parts: Any
 
 
 def __getattr__(name: str) -> Any:
@@ -312,17 +328,17 @@ def _round_chosen(blocks, scales, factor, choice, buckets, shift, threshold, tab
                 codes[i, j] = index[slot[j]]
 
 
-def _quantize_blocks(blocks, layer, layer_scale, divisor, g, signed, floor, floor_shift, factors, s_buckets, s_shift, s_threshold,
-                     s_value, buckets, shift, threshold, value, index, n_grids, h, unit, weighted, opq_factor,
-                     w_hat, codes, grid, scales, err, sparse, want_codes, squares, difference):
+def _quantize_blocks(blocks, layer, layer_scale, divisor, g, signed, floor, floor_shift, factors, s_buckets,
+                     s_shift, s_threshold, s_value, buckets, shift, threshold, value, index, n_grids, h, unit,
+                     weighted, opq_factor, w_hat, codes, grid, scales, err, sparse, want_codes, squares, difference):
     """A (B, n) block-layout chunk quantized in one call: block_scales (from ``divisor`` to
-    ``s_value``; with ``layer``, every block's scale is ``layer_scale``), then choose_blocks unless one trial on one grid leaves nothing to choose (and
-    ``err`` is not written), then round_chosen at tensor factor ``g``. With ``opq_factor`` > 0
-    (OPQ) every block is quantized twice, as it is and without its outliers, and keep_better
-    keeps the better, leaving the outliers it stores in (B, n) ``sparse``. Outputs: (B, n)
-    w_hat, codes (only if ``want_codes``); (n,) grid, scales, err; and, if ``squares`` is not
-    empty, what quant.metrics.chunk_stats sums: (2, B*n) float32 squares of blocks and w_hat and
-    (B*n,) float64 w_hat - blocks (a float32 difference), both in the blocks' C order."""
+    ``s_value``; with ``layer``, every block's scale is ``layer_scale``), then choose_blocks
+    unless one trial on one grid leaves nothing to choose (``err`` is then not written), then
+    round_chosen at tensor factor ``g``. With ``opq_factor`` > 0 (OPQ) every block is quantized
+    twice, as it is and without its outliers, and keep_better keeps the better, leaving the
+    outliers it stores in (B, n) ``sparse``. Outputs: (B, n) w_hat, codes (only if
+    ``want_codes``); (n,) grid, scales, err; and, if ``squares`` is not empty, what
+    quant.metrics.chunk_stats sums (:func:`_stats_parts`)."""
     rows, n = blocks.shape
     opq = opq_factor > 0
     if opq:  # the blocks, then the blocks without their outliers, side by side
@@ -371,13 +387,89 @@ def _quantize_blocks(blocks, layer, layer_scale, divisor, g, signed, floor, floo
                 if want_codes:
                     codes[i, j] = work_codes[i, j]
     if squares.size:
-        for i in range(rows):
-            for j in range(n):
-                x = blocks[i, j]
-                q = w_hat[i, j]
+        stats_parts(blocks, w_hat, squares, difference)
+
+
+def _stats_parts(blocks, w_hat, squares, difference):
+    """What quant.metrics.chunk_stats sums for (B, n) ``blocks`` and ``w_hat``, in C order: with
+    a (2, B*n) float32 ``squares``, the float32 squares of each and the float32 difference
+    w_hat - blocks widened into (B*n,) float64 ``difference``; with a (3, B*n) float64 one (for
+    weighted sums), the float64 squares of blocks, w_hat and that difference (exact products)."""
+    rows, n = blocks.shape
+    for i in range(rows):
+        for j in range(n):
+            x = blocks[i, j]
+            q = w_hat[i, j]
+            d = np.float64(np.float32(q - x))
+            if squares.shape[0] == 3:
+                squares[0, i * n + j] = np.float64(x) * np.float64(x)
+                squares[1, i * n + j] = np.float64(q) * np.float64(q)
+                squares[2, i * n + j] = d * d
+            else:
                 squares[0, i * n + j] = x * x
                 squares[1, i * n + j] = q * q
-                difference[i * n + j] = np.float64(np.float32(q - x))
+                difference[i * n + j] = d
+
+
+def _ggml_blocks(blocks, half, top, w_hat, codes, scales, squares, difference):
+    """llama.cpp's reference block quantizers on (B, n) block-layout ``blocks``, operation for
+    operation in float32 (ggml-quants.c ``quantize_row_q{4,5,8}_0_ref``): with ``half`` > 0
+    (Q4_0: 8, Q5_0: 16) d = the largest-magnitude weight (the first) / -half and code =
+    min(trunc(x / d + half + 0.5), 2 half - 1); otherwise (Q8_0) d = amax / ``top`` and q =
+    x / d rounded half away from zero, code = q + top. Division is by the reciprocal, 0 where d
+    is 0. Writes w_hat = q * fp16(d), the codes, the FP16-rounded signed scales and, if
+    ``squares`` is not empty, the statistics' parts (:func:`_stats_parts`)."""
+    rows, n = blocks.shape
+    d = np.empty(n, np.float32)
+    for j in range(n):
+        best = abs(blocks[0, j])
+        first = 0
+        for i in range(1, rows):
+            if abs(blocks[i, j]) > best:
+                best = abs(blocks[i, j])
+                first = i
+        d[j] = blocks[first, j] / np.float32(-half) if half > 0 else best / np.float32(top)
+    round_fp16(d, scales)
+    for j in range(n):
+        inv = np.float32(0) if d[j] == 0 else np.float32(1) / d[j]
+        for i in range(rows):
+            x = np.float32(blocks[i, j] * inv)
+            # codes from float values clipped first: a NaN or infinite x (d below float32's
+            # normal range, whose reciprocal overflows) gets numpy's cast of it, as gguf does
+            if half > 0:
+                t = np.float32(x + np.float32(half + 0.5))
+                code = 0 if t != t else np.intp(np.trunc(min(max(t, np.float32(0)), np.float32(2 * half - 1))))
+                q = np.float32(code - half)
+            else:
+                a = abs(x)
+                floored = np.float32(np.floor(a))
+                q = floored + np.float32(np.floor(np.float32(2) * (a - floored)))
+                if x < 0:
+                    q = -q
+                code = np.intp(q) + top if abs(q) <= top else 0
+            codes[i, j] = code
+            w_hat[i, j] = q * scales[j]
+    if squares.size:
+        stats_parts(blocks, w_hat, squares, difference)
+
+
+def _round_fp16(x, out):
+    """out = finite float32 ``x`` rounded to IEEE FP16 (to nearest, ties to even; beyond 65520
+    to infinity), as float32, as numpy's ``astype(np.float16)`` rounds; 1-D contiguous."""
+    bits = out.view(np.uint32)
+    for i in range(x.size):
+        a = abs(x[i])
+        if a >= np.float32(65520.0):
+            r = np.float32(np.inf)
+        elif a < np.float32(2.0**-14):  # FP16 subnormals: a fixed step of 2**-24
+            r = np.float32(np.rint(np.float32(a * np.float32(2.0**24))) * np.float32(2.0**-24))
+        else:
+            r = a
+        out[i] = r
+        if np.float32(2.0**-14) <= a < np.float32(65520.0):  # keep 11 significant bits
+            b = bits[i]
+            bits[i] = (b + np.uint32(0x0FFF) + ((b >> np.uint32(13)) & np.uint32(1))) & np.uint32(0xFFFFE000)
+        out[i] = np.float32(math.copysign(out[i], x[i]))  # -0.0 stays -0.0
 
 
 def _round_bf16(x, out):
@@ -429,12 +521,13 @@ def _outliers(blocks, unit, factor, outliers, both):
             both[i, n + j] = np.float32(0) if outliers[i, j] else blocks[i, j]
 
 
-def _keep_better(blocks, outliers, h, unit, weighted, err, w_hat, codes, grid, scales, want_codes):
+def _keep_better(blocks, removed, h, unit, weighted, err, w_hat, codes, grid, scales, want_codes):
     """OPQ's choice for each block j of (B, n) ``blocks``: column j of the (2n)-wide results is
     its plain quantization (``w_hat``, ``codes``, ``grid``, ``scales``, with errors ``err``) and
-    column n + j its quantization without its ``outliers``; those are stored as BF16, and if that
-    lowers the block's error (summed as choose_blocks sums it), column j takes column n + j;
-    otherwise the block stores no outliers. In place; codes only if ``want_codes``."""
+    column n + j its quantization with the elements flagged in ``removed`` set to 0; those are
+    stored as BF16, and if that lowers the block's error (summed as choose_blocks sums it), column
+    j takes column n + j; otherwise the block's flags are cleared (it stores no outliers). In
+    place; codes only if ``want_codes``."""
     rows, n = blocks.shape
     exact = np.empty(n, np.float32)
     r = np.empty(n, np.float32)
@@ -442,7 +535,7 @@ def _keep_better(blocks, outliers, h, unit, weighted, err, w_hat, codes, grid, s
     for i in range(rows):
         round_bf16(blocks[i], exact)
         for j in range(n):
-            if outliers[i, j]:
+            if removed[i, j]:
                 w_hat[i, n + j] = exact[j]
             r[j] = w_hat[i, n + j] - blocks[i, j]
         residual_score(r, unit, h[i] if weighted else r, weighted)
@@ -458,7 +551,7 @@ def _keep_better(blocks, outliers, h, unit, weighted, err, w_hat, codes, grid, s
                     codes[i, j] = codes[i, n + j]
         else:
             for i in range(rows):
-                outliers[i, j] = False
+                removed[i, j] = False
 
 
 def _histogram_add(y, weight, lo, scale, total_weight, total_sum):

@@ -152,29 +152,26 @@ def chunk_stats(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None, *, block
     That is enough: 1 - cosine depends on them only to second order (see ``_cos_deficit``).
     Where float32 squares would underflow or overflow (weights below ~1e-19 or above ~1e19),
     the sums are redone in float64, whose range holds any float32 square. The counts are stored as given.
-    ``parts`` (unweighted only): :func:`squares_and_difference` of (w, w_hat), already computed.
+    ``parts``: :func:`stats_parts` of (w, w_hat), already filled (kernels.quantize_blocks does).
     """
     # Sums use einsum/reduce, never BLAS: OpenBLAS's threaded dot spin-waits when the other
     # core is busy (e.g. a second explore worker) and then took 3 s per 16M values instead of 12 ms.
+    squares, d = _fill_parts(w, w_hat, stats_parts(w.size, h is not None)) if parts is None else parts
     if h is None:
-        squares, d = squares_and_difference(w, w_hat) if parts is None else parts
         sum_w2, sum_q2 = (float(t) if _F32_SUMSQ_MIN <= t < math.inf else _sumsq64(a)
                           for a, t in zip((w, w_hat), _row_sums(squares)))
         return ErrorStats(w.size, sum_w2, sum_q2, float(np.einsum("i,i->", d, d)), blocks=blocks,
                           second_grid_blocks=second_grid_blocks, sparse=sparse)
-    d = (w_hat - w).astype(np.float64).reshape(-1)
     hf = h.reshape(-1)
-    d2 = d * d
-    w2 = np.square(w, dtype=np.float64).reshape(-1)
-    q2 = np.square(w_hat, dtype=np.float64).reshape(-1)
+    sum_w2, sum_q2, sum_d2 = np.add.reduce(squares, axis=1)  # per row: the pairwise sum of each
     return ErrorStats(
         numel=w.size,
-        sum_w2=float(w2.sum()),
-        sum_q2=float(q2.sum()),
-        sum_d2=float(d2.sum()),
-        hsum_w2=float(np.einsum("i,i->", w2, hf)),
-        hsum_q2=float(np.einsum("i,i->", q2, hf)),
-        hsum_d2=float(np.einsum("i,i->", d2, hf)),
+        sum_w2=float(sum_w2),
+        sum_q2=float(sum_q2),
+        sum_d2=float(sum_d2),
+        hsum_w2=float(np.einsum("i,i->", squares[0], hf)),
+        hsum_q2=float(np.einsum("i,i->", squares[1], hf)),
+        hsum_d2=float(np.einsum("i,i->", squares[2], hf)),
         hsum=float(hf.sum()),
         blocks=blocks,
         second_grid_blocks=second_grid_blocks,
@@ -182,21 +179,37 @@ def chunk_stats(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None, *, block
     )
 
 
+def stats_parts(size: int, weighted: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Empty arrays for what :func:`chunk_stats` sums over ``size`` elements, in C order.
+    Unweighted: (2, size) float32 for w^2 and w_hat^2, (size,) float64 for w_hat - w (a float32
+    difference). Weighted: (3, size) float64 for w^2, w_hat^2 and that difference squared
+    (exact products), and an unused (0,) float64."""
+    if weighted:
+        return np.empty((3, size)), np.empty(0)
+    return np.empty((2, size), np.float32), np.empty(size)
+
+
 @np.errstate(over="ignore", under="ignore")  # as a decorator: 1 us less than `with` (numpy 2), thread-safe
-def squares_and_difference(w: np.ndarray, w_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """What :func:`chunk_stats` sums for alike-shaped float32 ``w`` and ``w_hat``: their float32
-    squares as the rows of a (2, size) array, and w_hat - w (float32) widened to float64 (size,),
-    both in C order (kernels.quantize_blocks computes the same on the way)."""
-    squares = np.empty((2, w.size), np.float32)
-    np.square(w, out=squares[0].reshape(w.shape), dtype=np.float32)
-    np.square(w_hat, out=squares[1].reshape(w.shape), dtype=np.float32)
-    return squares, (w_hat - w).astype(np.float64).reshape(-1)
+def _fill_parts(w: np.ndarray, w_hat: np.ndarray, parts: tuple[np.ndarray, np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """``parts`` (:func:`stats_parts`) filled for alike-shaped float32 ``w`` and ``w_hat`` by numpy."""
+    squares, difference = parts
+    d = w_hat - w
+    if squares.shape[0] == 3:
+        for row, a in zip(squares, (w, w_hat, d)):
+            np.square(a, out=row.reshape(a.shape), dtype=np.float64)
+    else:
+        np.square(w, out=squares[0].reshape(w.shape), dtype=np.float32)
+        np.square(w_hat, out=squares[1].reshape(w.shape), dtype=np.float32)
+        difference[:] = d.reshape(-1)
+    return parts
 
 
 @np.errstate(over="ignore")  # a sum beyond float32's range is redone in float64
 def _row_sums(squares: np.ndarray) -> np.ndarray:
     """numpy's pairwise float32 sum of each row of (k, n) float32 ``squares`` (as of a flat array)."""
-    return np.add.reduce(squares, axis=1, dtype=np.float32)
+    sums: np.ndarray = np.add.reduce(squares, axis=1, dtype=np.float32)
+    return sums
 
 
 # A float32 sum of squares at least this large lost at most n * 2**-126 to squares flushed

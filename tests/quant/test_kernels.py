@@ -341,32 +341,60 @@ def test_round_bf16_equals_ml_dtypes(chunk):
     np.testing.assert_array_equal(engine.round_bf16(x), x.astype(ml_dtypes.bfloat16).astype(np.float32))
 
 
+def _numpy_stats(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None) -> tuple[float, ...]:
+    """chunk_stats' sums by numpy, one array at a time: w^2 and w_hat^2 pairwise in float32 (or
+    float64 where float32 under- or overflows) and D by einsum; weighted, every square in float64."""
+    d = (w_hat - w).astype(np.float64).reshape(-1)
+    if h is None:
+        with np.errstate(over="ignore"):
+            sums = [np.add.reduce(np.square(a), axis=None, dtype=np.float32) for a in (w, w_hat)]
+        wide = [a.astype(np.float64).ravel() for a in (w, w_hat)]
+        sums = [float(t) if 2.0**-60 <= t < np.inf else float(np.einsum("i,i->", x, x)) for x, t in zip(wide, sums)]
+        return (*sums, float(np.einsum("i,i->", d, d)))
+    hf = h.reshape(-1)
+    w2, q2, d2 = np.square(w, dtype=np.float64).ravel(), np.square(w_hat, dtype=np.float64).ravel(), d * d
+    return (float(w2.sum()), float(q2.sum()), float(d2.sum()), float(np.einsum("i,i->", w2, hf)),
+            float(np.einsum("i,i->", q2, hf)), float(np.einsum("i,i->", d2, hf)), float(hf.sum()))
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from(["E2M1sE4M3@16", "E2M1|INT4sE4M3:mse", "E4M3sUE8M0@layer",
-                                                   "E2M1sE4M3@16+opq(0.95)"]),
-       st.sampled_from([1.0, 1e-30, 1e25, 1e-42]), st.integers(1, 40))
-def test_stats_parts_from_the_kernel_equal_numpy(seed, name, magnitude, rows):
-    """The squares and difference kernels.quantize_blocks leaves for chunk_stats are numpy's
-    (squares beyond float32's range included), and so are the statistics summed from them."""
+                                                   "E2M1sE4M3@16+opq(0.95)", "Q4_0", "Q8_0", "NF4sUE4M4:aw"]),
+       st.sampled_from([1.0, 1e-30, 1e25, 1e-42]), st.integers(1, 41), st.booleans())
+def test_stats_from_the_kernels_parts_equal_numpy(seed, name, magnitude, rows, weighted):
+    """The statistics measure() sums from the parts the quantizing kernels leave (float32 squares
+    and the float64 difference; weighted, float64 squares) are numpy's sums of each array,
+    bit for bit: squares beyond float32's range, odd sizes (unaligned rows) and weights included."""
     rng = np.random.default_rng(seed)
-    w = (rng.standard_normal((rows, 64)) * rng.lognormal(0, 2, (rows, 1)) * magnitude).astype(np.float32)
-    w32, _, plan = engine._prepare(w, parse_candidate(name), None, "t", 1)
+    c = parse_candidate(name)
+    cols = 64 if c.block_size is None else 2 * c.block_size
+    w = (rng.standard_normal((rows, cols)) * rng.lognormal(0, 2, (rows, 1)) * magnitude).astype(np.float32)
+    w32, h, plan = engine._prepare(w, c, rng.uniform(0, 3, cols) if weighted else None, "t", 1)
     blocks = engine._block_view(w32, plan.block)
-    chunk = engine._quantize_blocks(blocks, plan, None, want_codes=False, want_parts=True)
-    assert chunk.parts is not None
-    want = metrics.squares_and_difference(blocks, chunk.w_hat)
-    for got, ref in zip(chunk.parts, want, strict=True):
-        assert got.dtype == ref.dtype and got.shape == ref.shape and got.tobytes() == ref.tobytes()
-    assert metrics.chunk_stats(blocks, chunk.w_hat, None, parts=chunk.parts) == metrics.chunk_stats(blocks, chunk.w_hat, None)
+    hb = engine._h_blocks(h, plan.block, w.shape[0])
+    parts = metrics.stats_parts(blocks.size, hb is not None)
+    chunk = engine._quantize_blocks(blocks, plan, hb, want_codes=False, parts=parts)
+    assert chunk.parts is parts
+    got = metrics.chunk_stats(blocks, chunk.w_hat, hb, parts=parts)
+    fields = ("sum_w2", "sum_q2", "sum_d2") + (("hsum_w2", "hsum_q2", "hsum_d2", "hsum") if weighted else ())
+    # assert_array_equal: a NaN (Q4_0 at 1e25: ggml's FP16 scale overflows) equals a NaN
+    np.testing.assert_array_equal([getattr(got, f) for f in fields], _numpy_stats(blocks, chunk.w_hat, hb))
+    again = metrics.chunk_stats(blocks, chunk.w_hat, hb)  # numpy's parts: the same
+    np.testing.assert_array_equal([getattr(again, f) for f in fields], [getattr(got, f) for f in fields])
 
 
 @settings(max_examples=100, deadline=None)
-@given(chunks())
-def test_row_sums_are_each_rows_pairwise_sum(chunk):
-    """chunk_stats sums both rows of its (2, n) squares in one reduction: numpy's pairwise float32
-    sum of each row is that of the flat array."""
-    blocks, _, rng = chunk
-    other = (blocks * np.float32(rng.uniform(0.5, 2.0))).astype(np.float32)
-    squares, _ = metrics.squares_and_difference(blocks, other)
-    for row, a in zip(metrics._row_sums(squares), (blocks, other)):
-        assert row == np.add.reduce(np.square(a), axis=None, dtype=np.float32)
+@given(st.integers(0, 2**32 - 1))
+def test_round_fp16_equals_numpy(seed):
+    """kernels.round_fp16 (ggml's FP16 block scales) is numpy's float32 -> float16 cast: random
+    bit patterns over every finite float32 (FP16 subnormals, ties, overflow to infinity), zeros."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2**32, 4096, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    near = (rng.standard_normal(4096) * np.exp2(rng.integers(-26, 17, 4096))).astype(np.float32)
+    ties = (rng.integers(-2**12, 2**12, 512) * np.float32(2.0**-25)).astype(np.float32)  # subnormal halves
+    x = np.concatenate([x[np.isfinite(x)], near, ties, np.float32([0.0, -0.0, 65504, 65519.996, 65520, -65520])])
+    out = np.empty_like(x)
+    kernels.round_fp16(x, out)
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16).astype(np.float32)
+    assert out.view(np.uint32).tolist() == want.view(np.uint32).tolist()
