@@ -13,11 +13,12 @@ from quant.candidate import BitBreakdown, Candidate, ScaleRule, TensorScale, par
 from quant.errors import DseError
 from quant.formats import ATOMS, AtomFormat, AtomKind, get_atom, register_codebook
 from quant.metrics import ErrorStats
-from quant.engine import QuantizedTensor, dequantize, fit_grids, measure, quantize, reconstruction_error
+from quant.engine import (FittedGrids, QuantizedTensor, dequantize, fit_grids, measure, quantize,
+                          reconstruction_error)
 from quant.scales import ScaleFormat, get_scale
 
 __all__ = [
-    "ATOMS", "AtomFormat", "AtomKind", "BitBreakdown", "Candidate", "DseError", "ErrorStats",
+    "ATOMS", "AtomFormat", "AtomKind", "BitBreakdown", "Candidate", "DseError", "ErrorStats", "FittedGrids",
     "QuantizedTensor", "ScaleFormat", "ScaleRule", "TensorScale", "dequantize", "fit_grids", "get_atom",
     "get_scale", "measure", "parse_candidate", "quantize", "reconstruction_error", "register_codebook",
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -131,14 +131,14 @@ def _check_matrix(w: np.ndarray, name: str, block: int | None) -> np.ndarray:
 
 
 def _plan(w: np.ndarray, c: Candidate, name: str, h: np.ndarray | None, threads: int | None,
-          fitted: tuple[np.ndarray, ...] | None = None) -> _Plan:
+          fitted: FittedGrids | None = None) -> _Plan:
     hi, lo = _extremes(w, threads)
     if not (math.isfinite(hi) and math.isfinite(lo)):
         bad = int(np.count_nonzero(~np.isfinite(w)))
         raise WeightError(f"tensor {name!r}: {bad} NaN/Inf weights; fix or drop the checkpoint tensor")
     amax = max(hi, -lo)
     recipe = _recipe(c)
-    grids, tables = (recipe.grids, recipe.tables) if fitted is None else (fitted, _tables(fitted))
+    grids, tables = (recipe.grids, recipe.tables) if fitted is None else (tuple(fitted), fitted.tables)
     unit = _err_unit(amax)
     if c.block_size is None:
         # the layer's scale is that of one block holding its extremes, at the rule's first trial
@@ -318,7 +318,12 @@ def _blocks_to_rows(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def _h_blocks(h: np.ndarray | None, block: int, rows: int) -> np.ndarray | None:
     """Per-element activation weights in the (B, n_blocks) layout of ``rows`` rows."""
-    return None if h is None else np.tile(h.reshape(-1, block).T, (1, rows)).astype(np.float32)
+    if h is None:
+        return None
+    per_block = h.size // block
+    out = np.empty((block, rows * per_block), np.float32)
+    out.reshape(block, rows, per_block)[...] = h.reshape(per_block, block).T[:, None, :]  # one cast copy
+    return out
 
 
 def round_bf16(x: np.ndarray) -> np.ndarray:
@@ -373,11 +378,12 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
     kernels.outliers(blocks, plan.err_unit, np.float32(plan.outlier_factor), outliers, both)
     chunk, err = _best_of_trials(both, plan, None if select_h is None else np.tile(select_h, 2), want_codes)
     assert chunk.w_hat is not None and err is not None  # OPQ compares reconstructions
+    w_hat, codes = np.empty(blocks.shape, np.float32), np.empty(blocks.shape if want_codes else (0, 0), np.uint16)
+    grid, scales = np.empty(n, np.uint8), np.empty(n, np.float32)
     kernels.keep_better(blocks, outliers, _NO_WEIGHTS if select_h is None else select_h, plan.err_unit,
                         select_h is not None, err, chunk.w_hat, _NO_CODES if chunk.codes is None else chunk.codes,
-                        chunk.grid, chunk.scales, want_codes)
-    return _Chunk(chunk.w_hat[:, :n], None if chunk.codes is None else chunk.codes[:, :n], chunk.grid[:n],
-                  chunk.scales[:n], outliers)
+                        chunk.grid, chunk.scales, want_codes, w_hat, codes, grid, scales, np.empty(n, np.float32))
+    return _Chunk(w_hat, codes if want_codes else None, grid, scales, outliers)
 
 
 def _compiled_blocks(blocks: np.ndarray, plan: _Plan, stack: GridStack, h: np.ndarray | None,
@@ -736,33 +742,53 @@ def _prepare(w: np.ndarray, candidate: Candidate, act: np.ndarray | None, name: 
              grids: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, np.ndarray | None, _Plan]:
     w = _check_matrix(w, name, candidate.block_size)
     h = _check_act(act, w.shape[1], name)
+    fitted = None
     if grids is not None:
         if len(grids) != len(candidate.atoms):
             raise ValueError(f"{len(grids)} grids for {len(candidate.atoms)} atoms of {candidate.name}")
-        grids = tuple(map(_levels, grids))
-    plan = _plan(w, candidate, name, h, threads, grids)
+        fitted = grids if isinstance(grids, FittedGrids) else FittedGrids(grids)
+    plan = _plan(w, candidate, name, h, threads, fitted)
     if candidate.residual is not None:
         plan = replace(plan, residual_cut=_residual_cut(w, plan, threads))
     return w, h, plan
 
 
+class FittedGrids(tuple[np.ndarray, ...]):
+    """Grids as :func:`fit_grids` returns them: one read-only float32 array of sorted, unique
+    values per atom (made from any arrays of values), with their rounding tables made once, so
+    that each ``measure(..., grids=)`` call of a sampled tensor skips checking and looking them
+    up. Pickled, it is a plain tuple (the tables are made again where it is used)."""
+
+    tables: tuple[LookupTable, ...]
+
+    def __new__(cls, grids: Iterable[np.ndarray]) -> FittedGrids:
+        self = super().__new__(cls, map(_levels, grids))
+        for g in self:
+            g.flags.writeable = False
+        self.tables = _tables(tuple(self))
+        return self
+
+    def __reduce__(self) -> tuple[type, tuple[tuple[np.ndarray, ...]]]:
+        return tuple, (tuple(self),)
+
+
 def _levels(grid: np.ndarray) -> np.ndarray:
-    """A given grid's values as sorted, unique float32: as they are when already so (fit_grids'
-    are; np.unique costs a small call ~5 us per grid), else np.unique's."""
+    """A copy of a grid's values, sorted and unique, as float32: np.unique's, or a plain copy when
+    they already are (np.unique costs a small call ~5 us per grid)."""
     a = np.asarray(grid, np.float32)
     if a.ndim == 1 and a.size and bool((a[1:] > a[:-1]).all()):
-        return a
+        return a.copy()
     levels: np.ndarray = np.unique(a)
     return levels
 
 
 def fit_grids(w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = None, name: str = "tensor",
-              threads: int | None = None) -> tuple[np.ndarray, ...]:
+              threads: int | None = None) -> FittedGrids:
     """The candidate's grids for ``w`` (one float32 array of values per atom): learned grids (DD4)
     fitted to ``w`` as :func:`measure` fits them, fixed grids as they are. Pass them to
     ``measure(..., grids=)`` to apply one fit to several parts of a tensor (sampled mode)."""
     w = _check_matrix(w, name, candidate.block_size)
-    return _plan(w, candidate, name, _check_act(act, w.shape[1], name), threads).grids
+    return FittedGrids(_plan(w, candidate, name, _check_act(act, w.shape[1], name), threads).grids)
 
 
 def measure(

@@ -376,16 +376,7 @@ def _quantize_blocks(blocks, layer, layer_scale, divisor, g, signed, floor, floo
                  True, want_codes)
     if opq:
         keep_better(blocks, sparse, h, unit, weighted, work_err, work_w_hat, work_codes, work_grid, work_scales,
-                    want_codes)
-        for j in range(n):
-            grid[j] = work_grid[j]
-            scales[j] = work_scales[j]
-            err[j] = work_err[j]
-        for i in range(rows):
-            for j in range(n):
-                w_hat[i, j] = work_w_hat[i, j]
-                if want_codes:
-                    codes[i, j] = work_codes[i, j]
+                    want_codes, w_hat, codes, grid, scales, err)
     if squares.size:
         stats_parts(blocks, w_hat, squares, difference)
 
@@ -420,20 +411,25 @@ def _ggml_blocks(blocks, half, top, w_hat, codes, scales, squares, difference):
     is 0. Writes w_hat = q * fp16(d), the codes, the FP16-rounded signed scales and, if
     ``squares`` is not empty, the statistics' parts (:func:`_stats_parts`)."""
     rows, n = blocks.shape
+    best = np.empty(n, np.float32)  # each block's largest magnitude and its first weight with it
+    extreme = np.empty(n, np.float32)
+    for j in range(n):
+        best[j] = abs(blocks[0, j])
+        extreme[j] = blocks[0, j]
+    for i in range(1, rows):  # row after row: the blocks of a row are contiguous
+        for j in range(n):
+            if abs(blocks[i, j]) > best[j]:
+                best[j] = abs(blocks[i, j])
+                extreme[j] = blocks[i, j]
     d = np.empty(n, np.float32)
+    inv = np.empty(n, np.float32)
     for j in range(n):
-        best = abs(blocks[0, j])
-        first = 0
-        for i in range(1, rows):
-            if abs(blocks[i, j]) > best:
-                best = abs(blocks[i, j])
-                first = i
-        d[j] = blocks[first, j] / np.float32(-half) if half > 0 else best / np.float32(top)
+        d[j] = extreme[j] / np.float32(-half) if half > 0 else best[j] / np.float32(top)
+        inv[j] = np.float32(0) if d[j] == 0 else np.float32(1) / d[j]
     round_fp16(d, scales)
-    for j in range(n):
-        inv = np.float32(0) if d[j] == 0 else np.float32(1) / d[j]
-        for i in range(rows):
-            x = np.float32(blocks[i, j] * inv)
+    for i in range(rows):
+        for j in range(n):
+            x = np.float32(blocks[i, j] * inv[j])
             # codes from float values clipped first: a NaN or infinite x (d below float32's
             # normal range, whose reciprocal overflows) gets numpy's cast of it, as gguf does
             if half > 0:
@@ -521,13 +517,14 @@ def _outliers(blocks, unit, factor, outliers, both):
             both[i, n + j] = np.float32(0) if outliers[i, j] else blocks[i, j]
 
 
-def _keep_better(blocks, removed, h, unit, weighted, err, w_hat, codes, grid, scales, want_codes):
+def _keep_better(blocks, removed, h, unit, weighted, err, w_hat, codes, grid, scales, want_codes,
+                 out_w_hat, out_codes, out_grid, out_scales, out_err):
     """OPQ's choice for each block j of (B, n) ``blocks``: column j of the (2n)-wide results is
     its plain quantization (``w_hat``, ``codes``, ``grid``, ``scales``, with errors ``err``) and
     column n + j its quantization with the elements flagged in ``removed`` set to 0; those are
-    stored as BF16, and if that lowers the block's error (summed as choose_blocks sums it), column
-    j takes column n + j; otherwise the block's flags are cleared (it stores no outliers). In
-    place; codes only if ``want_codes``."""
+    stored as BF16, and if that lowers the block's error (summed as choose_blocks sums it), the
+    block takes column n + j, else column j, and its flags are cleared (it stores no outliers).
+    Writes the (B, n) and (n,) ``out_`` arrays; codes only if ``want_codes``."""
     rows, n = blocks.shape
     exact = np.empty(n, np.float32)
     r = np.empty(n, np.float32)
@@ -541,16 +538,20 @@ def _keep_better(blocks, removed, h, unit, weighted, err, w_hat, codes, grid, sc
         residual_score(r, unit, h[i] if weighted else r, weighted)
         for j in range(n):
             alt_err[j] += r[j]
+    use = np.empty(n, np.bool_)
     for j in range(n):
-        if alt_err[j] < err[j]:
-            grid[j] = grid[n + j]
-            scales[j] = scales[n + j]
-            for i in range(rows):
-                w_hat[i, j] = w_hat[i, n + j]
-                if want_codes:
-                    codes[i, j] = codes[i, n + j]
-        else:
-            for i in range(rows):
+        use[j] = alt_err[j] < err[j]
+        k = n + j if use[j] else j
+        out_grid[j] = grid[k]
+        out_scales[j] = scales[k]
+        out_err[j] = alt_err[j] if use[j] else err[j]
+    for i in range(rows):  # row after row: the blocks of a row are contiguous
+        for j in range(n):
+            k = n + j if use[j] else j
+            out_w_hat[i, j] = w_hat[i, k]
+            if want_codes:
+                out_codes[i, j] = codes[i, k]
+            if not use[j]:
                 removed[i, j] = False
 
 
