@@ -355,56 +355,64 @@ def _divisor(full: np.ndarray) -> np.ndarray:
 
 def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want_codes: bool,
                      parts: tuple[np.ndarray, np.ndarray] | None = None) -> _Chunk:
-    """Quantize a (B, n_blocks) chunk: every scale trial x grid, the best per block.
+    """Quantize a (B, n_blocks) chunk: every scale trial x grid, the best per block, then the
+    corrections. ``h``: per-element activation weights in the chunk's layout, or None.
 
     With OPQ, each block is also tried with its outliers removed (set to 0 before the scale
     search, stored aside as BF16) and keeps that only if it lowers the block's error, so the
-    correction never hurts. ``parts`` (metrics.stats_parts): the compiled paths fill them and
-    return them in the chunk.
+    correction never hurts. With sparse residuals (``plan.residual_cut``), elements whose
+    residual scores above the cut are stored aside as BF16 where that is closer. ``parts``
+    (metrics.stats_parts): the compiled paths fill them and return them in the chunk.
     """
-    if plan.candidate.rule is ScaleRule.GGML:
-        w_hat, codes, scales = ggml.quantize_blocks(blocks, plan.candidate, parts)
-        return _Chunk(w_hat, codes if want_codes else None, np.zeros(scales.shape, np.uint8), scales, None, parts)
     select_h = h if plan.h is not None else None
     stack = grid_stack(plan.tables)
-    if stack is not None:  # one compiled call, OPQ included
-        return _compiled_blocks(blocks, plan, stack, select_h, want_codes, opq=plan.outlier_factor is not None,
-                                parts=parts)[0]
-    if plan.outlier_factor is None:
-        return _best_of_trials(blocks, plan, select_h, want_codes)[0]
-    # every block twice, as it is and without its outliers: one pass chooses for both
-    n = blocks.shape[1]
-    outliers, both = np.empty(blocks.shape, np.bool_), np.empty((blocks.shape[0], 2 * n), np.float32)
-    kernels.outliers(blocks, plan.err_unit, np.float32(plan.outlier_factor), outliers, both)
-    chunk, err = _best_of_trials(both, plan, None if select_h is None else np.tile(select_h, 2), want_codes)
-    assert chunk.w_hat is not None and err is not None  # OPQ compares reconstructions
-    w_hat, codes = np.empty(blocks.shape, np.float32), np.empty(blocks.shape if want_codes else (0, 0), np.uint16)
-    grid, scales = np.empty(n, np.uint8), np.empty(n, np.float32)
-    kernels.keep_better(blocks, outliers, _NO_WEIGHTS if select_h is None else select_h, plan.err_unit,
-                        select_h is not None, err, chunk.w_hat, _NO_CODES if chunk.codes is None else chunk.codes,
-                        chunk.grid, chunk.scales, want_codes, w_hat, codes, grid, scales, np.empty(n, np.float32))
-    return _Chunk(w_hat, codes if want_codes else None, grid, scales, outliers)
+    if stack is not None and plan.candidate.rule is not ScaleRule.GGML:  # one compiled call
+        return _compiled_blocks(blocks, plan, stack, select_h, want_codes, corrections=True, parts=parts)[0]
+    if plan.candidate.rule is ScaleRule.GGML:
+        parts = parts if plan.residual_cut is None else None  # residuals change w_hat afterwards
+        w_hat, codes, scales = ggml.quantize_blocks(blocks, plan.candidate, parts)
+        chunk = _Chunk(w_hat, codes if want_codes else None, np.zeros(scales.shape, np.uint8), scales, None, parts)
+    elif plan.outlier_factor is None:
+        chunk = _best_of_trials(blocks, plan, select_h, want_codes)[0]
+    else:  # every block twice, as it is and without its outliers: one pass chooses for both
+        n = blocks.shape[1]
+        outliers, both = np.empty(blocks.shape, np.bool_), np.empty((blocks.shape[0], 2 * n), np.float32)
+        kernels.outliers(blocks, plan.err_unit, np.float32(plan.outlier_factor), outliers, both)
+        pair, err = _best_of_trials(both, plan, None if select_h is None else np.tile(select_h, 2), want_codes)
+        assert pair.w_hat is not None and err is not None  # OPQ compares reconstructions
+        w_hat, codes = np.empty(blocks.shape, np.float32), np.empty(blocks.shape if want_codes else (0, 0), np.uint16)
+        grid, scales = np.empty(n, np.uint8), np.empty(n, np.float32)
+        kernels.keep_better(blocks, outliers, _NO_WEIGHTS if select_h is None else select_h, plan.err_unit,
+                            select_h is not None, err, pair.w_hat, _NO_CODES if pair.codes is None else pair.codes,
+                            pair.grid, pair.scales, want_codes, w_hat, codes, grid, scales, np.empty(n, np.float32))
+        chunk = _Chunk(w_hat, codes if want_codes else None, grid, scales, outliers)
+    _store_residuals(blocks, chunk, plan, select_h)
+    return chunk
 
 
 def _compiled_blocks(blocks: np.ndarray, plan: _Plan, stack: GridStack, h: np.ndarray | None,
-                     want_codes: bool, *, opq: bool, parts: tuple[np.ndarray, np.ndarray] | None = None
+                     want_codes: bool, *, corrections: bool, parts: tuple[np.ndarray, np.ndarray] | None = None
                      ) -> tuple[_Chunk, np.ndarray | None]:
-    """:func:`_quantize_blocks` for grids with bucket tables, by kernels.quantize_blocks, with OPQ
-    or without; returns (chunk, errors), errors None when one trial on one grid without OPQ
-    leaves nothing to compare."""
+    """:func:`_quantize_blocks` for grids with bucket tables, by kernels.quantize_blocks, with the
+    plan's OPQ and residuals or without them; returns (chunk, errors), errors None when one trial
+    on one grid without OPQ leaves nothing to compare."""
     n = blocks.shape[1]
     w_hat, codes = np.empty(blocks.shape, np.float32), np.empty(blocks.shape if want_codes else (0, 0), np.uint16)
     grid, scales, err = np.empty(n, np.uint8), np.empty(n, np.float32), np.empty(n, np.float32)
-    sparse = np.empty(blocks.shape, np.bool_) if opq else _NO_SPARSE
+    opq = corrections and plan.outlier_factor is not None
+    cut = plan.residual_cut if corrections else None
+    stored = opq or cut is not None
+    sparse = np.empty(blocks.shape, np.bool_) if stored else _NO_SPARSE
     layer = plan.layer_scale is not None
     kernels.quantize_blocks(blocks, layer, plan.layer_scale if layer else _ONE,
                             np.float32(plan.candidate.target * plan.tensor_factor), plan.tensor_factor,
                             *plan.scaling.args, stack.buckets, stack.shift, stack.threshold, stack.value, stack.index,
                             len(plan.tables), _NO_WEIGHTS if h is None else h, plan.err_unit, h is not None,
-                            np.float32(plan.outlier_factor if opq else 0.0), w_hat, codes, grid, scales, err, sparse,
+                            np.float32(plan.outlier_factor if opq else 0.0), np.float32(np.inf if cut is None else cut),
+                            w_hat, codes, grid, scales, err, sparse,
                             want_codes, *(parts or _NO_PARTS))
     chosen = opq or (1 if layer else len(plan.scaling.trials)) * len(plan.tables) > 1
-    chunk = _Chunk(w_hat, codes if want_codes else None, grid, scales, sparse if opq else None, parts)
+    chunk = _Chunk(w_hat, codes if want_codes else None, grid, scales, sparse if stored else None, parts)
     return chunk, err if chosen else None
 
 
@@ -458,7 +466,7 @@ def _best_of_trials(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None,
     grids without bucket tables) OPQ needs them."""
     stack = grid_stack(plan.tables)
     if stack is not None:
-        return _compiled_blocks(blocks, plan, stack, h, want_codes, opq=False)
+        return _compiled_blocks(blocks, plan, stack, h, want_codes, corrections=False)
     trials = _block_scales(blocks, plan)
     if len(trials) * len(plan.tables) == 1 and plan.outlier_factor is None:  # nothing to compare
         s = trials[0]
@@ -505,24 +513,20 @@ def _choose(trials: np.ndarray, plan: _Plan, errors: Callable[[LookupTable, np.n
     return best_s, best_grid, best_err
 
 
-def _finish(blocks: np.ndarray, chunk: _Chunk, plan: _Plan, h: np.ndarray | None) -> np.ndarray | None:
-    """Store large residuals aside (their BF16 values replace w_hat); returns the sparse mask.
-
-    An entry is stored only where its BF16 value is closer than the quantized one, so the
-    correction never hurts.
-    """
-    sparse = chunk.sparse
-    if plan.residual_cut is not None:
-        assert chunk.w_hat is not None
-        r = _residual_score(blocks, chunk.w_hat, h if plan.h is not None else None, plan.err_unit)
-        exact = round_bf16(blocks)
-        picked = (r > np.float32(plan.residual_cut)) & (np.abs(exact - blocks) < np.abs(chunk.w_hat - blocks))
-        if sparse is not None:
-            picked &= ~sparse
-        chunk.w_hat = np.where(picked, exact, chunk.w_hat)
-        sparse = picked if sparse is None else sparse | picked
-    chunk.sparse = sparse
-    return sparse
+def _store_residuals(blocks: np.ndarray, chunk: _Chunk, plan: _Plan, h: np.ndarray | None) -> None:
+    """numpy's kernels.store_residuals, in place on ``chunk``: an element not yet stored aside
+    whose residual score exceeds ``plan.residual_cut`` and whose BF16 value is closer than the
+    quantized one is stored aside, so the correction never hurts."""
+    if plan.residual_cut is None:
+        return
+    assert chunk.w_hat is not None
+    r = _residual_score(blocks, chunk.w_hat, h, plan.err_unit)
+    exact = round_bf16(blocks)
+    picked = (r > np.float32(plan.residual_cut)) & (np.abs(exact - blocks) < np.abs(chunk.w_hat - blocks))
+    if chunk.sparse is not None:
+        picked &= ~chunk.sparse
+    chunk.w_hat = np.where(picked, exact, chunk.w_hat)
+    chunk.sparse = picked if chunk.sparse is None else chunk.sparse | picked
 
 
 def _residual_score(blocks: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None, unit: np.float32) -> np.ndarray:
@@ -811,10 +815,8 @@ def measure(
         part = w[rows]
         blocks = _block_view(part, plan.block)
         hb = _h_blocks(h, plan.block, part.shape[0])
-        # the statistics' parts come with a reconstruction that no residual changes afterwards
-        parts = None if plan.residual_cut is not None else stats_parts(blocks.size, hb is not None)
-        chunk = _quantize_blocks(blocks, plan, hb, want_codes=False, parts=parts)
-        sparse = _finish(blocks, chunk, plan, hb)
+        chunk = _quantize_blocks(blocks, plan, hb, want_codes=False, parts=stats_parts(blocks.size, hb is not None))
+        sparse = chunk.sparse
         assert chunk.w_hat is not None
         second = int(np.count_nonzero(chunk.grid)) if len(plan.tables) > 1 else 0  # one grid: all blocks 0
         return chunk_stats(blocks, chunk.w_hat, hb, blocks=chunk.grid.size, second_grid_blocks=second,
@@ -866,7 +868,7 @@ def quantize(w: np.ndarray, candidate: Candidate, *, act: np.ndarray | None = No
         blocks = _block_view(part, plan.block)
         hb = _h_blocks(h, plan.block, part.shape[0])
         chunk = _quantize_blocks(blocks, plan, hb, want_codes=True)
-        sparse = _finish(blocks, chunk, plan, hb)
+        sparse = chunk.sparse
         assert chunk.codes is not None
         codes[r].reshape(-1, plan.block).T[...] = chunk.codes  # the inverse of _block_view, in place
         grid_index[r] = chunk.grid.reshape(part.shape[0], -1)

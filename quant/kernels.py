@@ -34,7 +34,7 @@ import numpy as np
 
 KERNELS = ("extremes", "bucket_lookup", "scaled_codes", "decode", "block_extremes", "block_scales",
            "choose_blocks", "choose_rows", "round_chosen", "quantize_blocks", "round_bf16", "outliers",
-           "keep_better", "ggml_blocks", "round_fp16", "stats_parts", "histogram_add", "prefix_sums",
+           "keep_better", "store_residuals", "ggml_blocks", "round_fp16", "stats_parts", "histogram_add", "prefix_sums",
            "lloyd_iterate")
 # Set with the kernels; those below are also called by other kernels (and compiled into them).
 residual_score: Any  # _residual_score and _effective_scales compiled
@@ -47,6 +47,7 @@ outliers: Any
 keep_better: Any
 round_bf16: Any
 round_fp16: Any
+store_residuals: Any
 stats_parts: Any
 
 
@@ -330,15 +331,17 @@ def _round_chosen(blocks, scales, factor, choice, buckets, shift, threshold, tab
 
 def _quantize_blocks(blocks, layer, layer_scale, divisor, g, signed, floor, floor_shift, factors, s_buckets,
                      s_shift, s_threshold, s_value, buckets, shift, threshold, value, index, n_grids, h, unit,
-                     weighted, opq_factor, w_hat, codes, grid, scales, err, sparse, want_codes, squares, difference):
+                     weighted, opq_factor, cut, w_hat, codes, grid, scales, err, sparse, want_codes, squares,
+                     difference):
     """A (B, n) block-layout chunk quantized in one call: block_scales (from ``divisor`` to
     ``s_value``; with ``layer``, every block's scale is ``layer_scale``), then choose_blocks
     unless one trial on one grid leaves nothing to choose (``err`` is then not written), then
     round_chosen at tensor factor ``g``. With ``opq_factor`` > 0 (OPQ) every block is quantized
     twice, as it is and without its outliers, and keep_better keeps the better, leaving the
-    outliers it stores in (B, n) ``sparse``. Outputs: (B, n) w_hat, codes (only if
-    ``want_codes``); (n,) grid, scales, err; and, if ``squares`` is not empty, what
-    quant.metrics.chunk_stats sums (:func:`_stats_parts`)."""
+    outliers it stores in (B, n) ``sparse``; then, with a finite ``cut``, store_residuals.
+    Outputs: (B, n) w_hat, codes (only if ``want_codes``), sparse (with OPQ or a cut); (n,)
+    grid, scales, err; and, if ``squares`` is not empty, what quant.metrics.chunk_stats sums
+    (:func:`_stats_parts`)."""
     rows, n = blocks.shape
     opq = opq_factor > 0
     if opq:  # the blocks, then the blocks without their outliers, side by side
@@ -377,8 +380,31 @@ def _quantize_blocks(blocks, layer, layer_scale, divisor, g, signed, floor, floo
     if opq:
         keep_better(blocks, sparse, h, unit, weighted, work_err, work_w_hat, work_codes, work_grid, work_scales,
                     want_codes, w_hat, codes, grid, scales, err)
+    if cut < np.inf:
+        if not opq:
+            sparse[:] = False
+        store_residuals(blocks, w_hat, h, unit, weighted, cut, sparse)
     if squares.size:
         stats_parts(blocks, w_hat, squares, difference)
+
+
+def _store_residuals(blocks, w_hat, h, unit, weighted, cut, sparse):
+    """Sparse residuals of (B, n) ``blocks``: an element not yet in ``sparse`` whose residual
+    score (w_hat - x as choose_blocks scores it) exceeds ``cut``, and whose BF16 value is closer
+    to x than w_hat is, gets that BF16 value in w_hat and joins ``sparse``. In place."""
+    rows, n = blocks.shape
+    exact = np.empty(n, np.float32)
+    r = np.empty(n, np.float32)
+    for i in range(rows):
+        round_bf16(blocks[i], exact)
+        for j in range(n):
+            r[j] = w_hat[i, j] - blocks[i, j]
+        residual_score(r, unit, h[i] if weighted else r, weighted)
+        for j in range(n):
+            x = blocks[i, j]
+            if r[j] > cut and abs(exact[j] - x) < abs(w_hat[i, j] - x) and not sparse[i, j]:
+                w_hat[i, j] = exact[j]
+                sparse[i, j] = True
 
 
 def _stats_parts(blocks, w_hat, squares, difference):
