@@ -32,7 +32,7 @@ from quant.formats import AtomKind
 from quant.learned import Histogram, lloyd
 from quant.lookup import GridStack, LookupTable, Rounding, grid_stack, lookup_table, rounding_thresholds
 from quant.lutformat import decoded_levels, refine_on_samples, store_levels
-from quant.metrics import ErrorStats, chunk_stats, stats_parts
+from quant.metrics import NO_PARTS, ErrorStats, chunk_stats, stats_parts
 
 keep_chunks_in_heap()
 
@@ -62,7 +62,6 @@ _ONE = np.float32(1.0)  # the unit factor, made once (a numpy scalar costs ~0.5 
 _NO_WEIGHTS = np.empty((0, 0), np.float32)  # h for kernels.choose_blocks when there is none
 _NO_CODES = np.empty((0, 0), np.uint16)  # codes for kernels.keep_better when none are asked for
 _NO_SPARSE = np.empty((0, 0), np.bool_)  # kernels.quantize_blocks' outliers without OPQ
-_NO_PARTS = (np.empty((0, 0), np.float32), np.empty(0))  # its chunk_stats parts, not asked for
 _F32_TINY = float(np.finfo(np.float32).tiny)
 # Tensor amax range whose squared residuals fit float32 as they are: 2**-30 leaves residuals
 # down to 2**-30 x 2**-33 of the largest weight above float32's smallest normal square root (2**-63).
@@ -219,13 +218,17 @@ def _scaling(c: Candidate, trials: tuple[tuple[float, Rounding], ...]) -> _Scali
     # OCP MX: shared_exp = floor(log2(amax)) - emax_elem; frexp's exponent is floor(log2)+1.
     rule = (c.signed, floor, 1 + c.atom.emax if floor else 0, factors)
     tables = [c.scale.table(Rounding.NEAREST_EVEN if floor else rounding) for _, rounding in trials]
+    buckets, shift = 0, np.uint32(0)
     if tables[0] is None:  # FP32 scales: not rounded
-        return _Scaling(trials, (*rule, 0, np.uint32(0), np.empty(0, np.float32), np.empty(0, np.float32)))
-    stack = grid_stack(tuple(t for t in tables if t is not None))
-    if stack is not None:
-        return _Scaling(trials, (*rule, stack.buckets, stack.shift, stack.threshold, stack.value))
-    return _Scaling(trials, (*rule, 0, np.uint32(0), np.concatenate([t.thresholds for t in tables if t is not None]),
-                             np.concatenate([t.values for t in tables if t is not None])))
+        threshold = value = np.empty(0, np.float32)
+    elif (stack := grid_stack(tuple(t for t in tables if t is not None))) is not None:
+        buckets, shift, threshold, value = stack.buckets, stack.shift, stack.threshold, stack.value
+    else:  # binary search in each trial's table
+        threshold = np.concatenate([t.thresholds for t in tables if t is not None])
+        value = np.concatenate([t.values for t in tables if t is not None])
+    for a in (threshold, value):
+        a.flags.writeable = False  # as the bucket tables are: one kernel signature for all
+    return _Scaling(trials, (*rule, buckets, shift, threshold, value))
 
 
 def fixed_grid(c: Candidate, k: int) -> np.ndarray:
@@ -301,7 +304,7 @@ class _Chunk:
     scales: np.ndarray
     sparse: np.ndarray | None
     """(B, n_blocks) bool: positions stored aside, or None."""
-    parts: tuple[np.ndarray, np.ndarray] | None = None
+    parts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     """chunk_stats' parts of (blocks, w_hat) (metrics.stats_parts), filled on the way, or None."""
 
 
@@ -354,7 +357,7 @@ def _divisor(full: np.ndarray) -> np.ndarray:
 
 
 def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want_codes: bool,
-                     parts: tuple[np.ndarray, np.ndarray] | None = None) -> _Chunk:
+                     parts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> _Chunk:
     """Quantize a (B, n_blocks) chunk: every scale trial x grid, the best per block, then the
     corrections. ``h``: per-element activation weights in the chunk's layout, or None.
 
@@ -391,7 +394,8 @@ def _quantize_blocks(blocks: np.ndarray, plan: _Plan, h: np.ndarray | None, want
 
 
 def _compiled_blocks(blocks: np.ndarray, plan: _Plan, stack: GridStack, h: np.ndarray | None,
-                     want_codes: bool, *, corrections: bool, parts: tuple[np.ndarray, np.ndarray] | None = None
+                     want_codes: bool, *, corrections: bool,
+                     parts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
                      ) -> tuple[_Chunk, np.ndarray | None]:
     """:func:`_quantize_blocks` for grids with bucket tables, by kernels.quantize_blocks, with the
     plan's OPQ and residuals or without them; returns (chunk, errors), errors None when one trial
@@ -410,7 +414,7 @@ def _compiled_blocks(blocks: np.ndarray, plan: _Plan, stack: GridStack, h: np.nd
                             len(plan.tables), _NO_WEIGHTS if h is None else h, plan.err_unit, h is not None,
                             np.float32(plan.outlier_factor if opq else 0.0), np.float32(np.inf if cut is None else cut),
                             w_hat, codes, grid, scales, err, sparse,
-                            want_codes, *(parts or _NO_PARTS))
+                            want_codes, *(parts or NO_PARTS))
     chosen = opq or (1 if layer else len(plan.scaling.trials)) * len(plan.tables) > 1
     chunk = _Chunk(w_hat, codes if want_codes else None, grid, scales, sparse if stored else None, parts)
     return chunk, err if chosen else None
@@ -938,7 +942,6 @@ def _check_act(act: np.ndarray | None, cols: int, name: str) -> np.ndarray | Non
     h = np.asarray(act, dtype=np.float64).reshape(-1)
     if h.size != cols:
         raise WeightError(f"tensor {name!r}: activation weights have {h.size} entries, need {cols}")
-    hi, lo = _extremes(h.reshape(1, -1), None)
-    if not (lo >= 0 and hi < math.inf):  # NaN fails both
+    if not (h.min() >= 0 and h.max() < math.inf):  # NaN fails both
         raise WeightError(f"tensor {name!r}: activation weights must be finite and >= 0")
     return h

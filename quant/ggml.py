@@ -16,9 +16,10 @@ import numpy as np
 
 from quant import kernels
 from quant.candidate import Candidate
+from quant.metrics import NO_PARTS
 
 
-def quantize_blocks(blocks: np.ndarray, c: Candidate, parts: tuple[np.ndarray, np.ndarray] | None = None
+def quantize_blocks(blocks: np.ndarray, c: Candidate, parts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(w_hat, codes, scales) of a (B, n_blocks) float32 chunk under a ``:ggml`` candidate
     (quant.kernels.ggml_blocks), filling ``parts`` (quant.metrics.stats_parts) if given.
@@ -29,8 +30,6 @@ def quantize_blocks(blocks: np.ndarray, c: Candidate, parts: tuple[np.ndarray, n
     half = int(-c.atom.values[0]) if c.signed else 0  # Q4_0 / Q5_0: the extreme maps to -half
     w_hat, codes = np.empty(blocks.shape, np.float32), np.empty(blocks.shape, np.uint16)
     scales = np.empty(blocks.shape[1], np.float32)
-    kernels.ggml_blocks(blocks, half, int(c.atom.values[-1]), w_hat, codes, scales, *(parts or _NO_PARTS))
+    kernels.ggml_blocks(blocks, half, int(c.atom.values[-1]), w_hat, codes, scales, *(parts or NO_PARTS))
     return w_hat, codes, scales
 
-
-_NO_PARTS = (np.empty((0, 0), np.float32), np.empty(0))

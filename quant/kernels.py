@@ -332,7 +332,7 @@ def _round_chosen(blocks, scales, factor, choice, buckets, shift, threshold, tab
 def _quantize_blocks(blocks, layer, layer_scale, divisor, g, signed, floor, floor_shift, factors, s_buckets,
                      s_shift, s_threshold, s_value, buckets, shift, threshold, value, index, n_grids, h, unit,
                      weighted, opq_factor, cut, w_hat, codes, grid, scales, err, sparse, want_codes, squares,
-                     difference):
+                     wide, difference):
     """A (B, n) block-layout chunk quantized in one call: block_scales (from ``divisor`` to
     ``s_value``; with ``layer``, every block's scale is ``layer_scale``), then choose_blocks
     unless one trial on one grid leaves nothing to choose (``err`` is then not written), then
@@ -340,7 +340,8 @@ def _quantize_blocks(blocks, layer, layer_scale, divisor, g, signed, floor, floo
     twice, as it is and without its outliers, and keep_better keeps the better, leaving the
     outliers it stores in (B, n) ``sparse``; then, with a finite ``cut``, store_residuals.
     Outputs: (B, n) w_hat, codes (only if ``want_codes``), sparse (with OPQ or a cut); (n,)
-    grid, scales, err; and, if ``squares`` is not empty, what quant.metrics.chunk_stats sums
+    grid, scales, err; and what quant.metrics.chunk_stats sums, into ``squares``, ``wide`` and
+    ``difference`` where they are not empty
     (:func:`_stats_parts`)."""
     rows, n = blocks.shape
     opq = opq_factor > 0
@@ -384,8 +385,7 @@ def _quantize_blocks(blocks, layer, layer_scale, divisor, g, signed, floor, floo
         if not opq:
             sparse[:] = False
         store_residuals(blocks, w_hat, h, unit, weighted, cut, sparse)
-    if squares.size:
-        stats_parts(blocks, w_hat, squares, difference)
+    stats_parts(blocks, w_hat, squares, wide, difference)
 
 
 def _store_residuals(blocks, w_hat, h, unit, weighted, cut, sparse):
@@ -407,35 +407,37 @@ def _store_residuals(blocks, w_hat, h, unit, weighted, cut, sparse):
                 sparse[i, j] = True
 
 
-def _stats_parts(blocks, w_hat, squares, difference):
-    """What quant.metrics.chunk_stats sums for (B, n) ``blocks`` and ``w_hat``, in C order: with
-    a (2, B*n) float32 ``squares``, the float32 squares of each and the float32 difference
-    w_hat - blocks widened into (B*n,) float64 ``difference``; with a (3, B*n) float64 one (for
-    weighted sums), the float64 squares of blocks, w_hat and that difference (exact products)."""
+def _stats_parts(blocks, w_hat, squares, wide, difference):
+    """What quant.metrics.chunk_stats sums for (B, n) ``blocks`` and ``w_hat``, in C order, into
+    those of its arrays that are not empty: (2, B*n) float32 ``squares`` of each and (B*n,)
+    ``difference`` w_hat - blocks (a float32 difference, widened); or, for weighted sums, (3,
+    B*n) float64 ``wide`` squares of blocks, w_hat and that difference (exact products)."""
     rows, n = blocks.shape
+    if squares.size == 0 and wide.size == 0:
+        return
     for i in range(rows):
         for j in range(n):
             x = blocks[i, j]
             q = w_hat[i, j]
             d = np.float64(np.float32(q - x))
-            if squares.shape[0] == 3:
-                squares[0, i * n + j] = np.float64(x) * np.float64(x)
-                squares[1, i * n + j] = np.float64(q) * np.float64(q)
-                squares[2, i * n + j] = d * d
+            if wide.size:
+                wide[0, i * n + j] = np.float64(x) * np.float64(x)
+                wide[1, i * n + j] = np.float64(q) * np.float64(q)
+                wide[2, i * n + j] = d * d
             else:
                 squares[0, i * n + j] = x * x
                 squares[1, i * n + j] = q * q
                 difference[i * n + j] = d
 
 
-def _ggml_blocks(blocks, half, top, w_hat, codes, scales, squares, difference):
+def _ggml_blocks(blocks, half, top, w_hat, codes, scales, squares, wide, difference):
     """llama.cpp's reference block quantizers on (B, n) block-layout ``blocks``, operation for
     operation in float32 (ggml-quants.c ``quantize_row_q{4,5,8}_0_ref``): with ``half`` > 0
     (Q4_0: 8, Q5_0: 16) d = the largest-magnitude weight (the first) / -half and code =
     min(trunc(x / d + half + 0.5), 2 half - 1); otherwise (Q8_0) d = amax / ``top`` and q =
     x / d rounded half away from zero, code = q + top. Division is by the reciprocal, 0 where d
     is 0. Writes w_hat = q * fp16(d), the codes, the FP16-rounded signed scales and, if
-    ``squares`` is not empty, the statistics' parts (:func:`_stats_parts`)."""
+    given, the statistics' parts (:func:`_stats_parts`)."""
     rows, n = blocks.shape
     best = np.empty(n, np.float32)  # each block's largest magnitude and its first weight with it
     extreme = np.empty(n, np.float32)
@@ -471,8 +473,7 @@ def _ggml_blocks(blocks, half, top, w_hat, codes, scales, squares, difference):
                 code = np.intp(q) + top if abs(q) <= top else 0
             codes[i, j] = code
             w_hat[i, j] = q * scales[j]
-    if squares.size:
-        stats_parts(blocks, w_hat, squares, difference)
+    stats_parts(blocks, w_hat, squares, wide, difference)
 
 
 def _round_fp16(x, out):

@@ -144,7 +144,7 @@ def _cos_deficit(a: float, b: float, d: float) -> float:
 
 def chunk_stats(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None, *, blocks: int = 0,
                 second_grid_blocks: int = 0, sparse: int = 0,
-                parts: tuple[np.ndarray, np.ndarray] | None = None) -> ErrorStats:
+                parts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> ErrorStats:
     """Statistics of one chunk: ``w``, ``w_hat`` and ``h`` (per-element weights or None) alike in shape.
 
     The error sum D is accumulated in float64; sum w^2 and sum w_hat^2 use numpy's pairwise
@@ -156,22 +156,22 @@ def chunk_stats(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None, *, block
     """
     # Sums use einsum/reduce, never BLAS: OpenBLAS's threaded dot spin-waits when the other
     # core is busy (e.g. a second explore worker) and then took 3 s per 16M values instead of 12 ms.
-    squares, d = _fill_parts(w, w_hat, stats_parts(w.size, h is not None)) if parts is None else parts
+    squares, wide, d = _fill_parts(w, w_hat, stats_parts(w.size, h is not None)) if parts is None else parts
     if h is None:
         sum_w2, sum_q2 = (float(t) if _F32_SUMSQ_MIN <= t < math.inf else _sumsq64(a)
                           for a, t in zip((w, w_hat), _row_sums(squares)))
         return ErrorStats(w.size, sum_w2, sum_q2, float(np.einsum("i,i->", d, d)), blocks=blocks,
                           second_grid_blocks=second_grid_blocks, sparse=sparse)
     hf = h.reshape(-1)
-    sum_w2, sum_q2, sum_d2 = np.add.reduce(squares, axis=1)  # per row: the pairwise sum of each
+    sum_w2, sum_q2, sum_d2 = np.add.reduce(wide, axis=1)  # per row: the pairwise sum of each
     return ErrorStats(
         numel=w.size,
         sum_w2=float(sum_w2),
         sum_q2=float(sum_q2),
         sum_d2=float(sum_d2),
-        hsum_w2=float(np.einsum("i,i->", squares[0], hf)),
-        hsum_q2=float(np.einsum("i,i->", squares[1], hf)),
-        hsum_d2=float(np.einsum("i,i->", squares[2], hf)),
+        hsum_w2=float(np.einsum("i,i->", wide[0], hf)),
+        hsum_q2=float(np.einsum("i,i->", wide[1], hf)),
+        hsum_d2=float(np.einsum("i,i->", wide[2], hf)),
         hsum=float(hf.sum()),
         blocks=blocks,
         second_grid_blocks=second_grid_blocks,
@@ -179,24 +179,28 @@ def chunk_stats(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray | None, *, block
     )
 
 
-def stats_parts(size: int, weighted: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Empty arrays for what :func:`chunk_stats` sums over ``size`` elements, in C order.
-    Unweighted: (2, size) float32 for w^2 and w_hat^2, (size,) float64 for w_hat - w (a float32
-    difference). Weighted: (3, size) float64 for w^2, w_hat^2 and that difference squared
-    (exact products), and an unused (0,) float64."""
+def stats_parts(size: int, weighted: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arrays for what :func:`chunk_stats` sums over ``size`` elements, in C order: (squares,
+    wide, difference). Unweighted: (2, size) float32 squares of w and w_hat, and (size,) float64
+    w_hat - w (a float32 difference). Weighted: (3, size) float64 ``wide`` squares of w, w_hat
+    and that difference (exact products). The arrays not used are empty (one kernel signature)."""
     if weighted:
-        return np.empty((3, size)), np.empty(0)
-    return np.empty((2, size), np.float32), np.empty(size)
+        return NO_PARTS[0], np.empty((3, size)), NO_PARTS[2]
+    return np.empty((2, size), np.float32), NO_PARTS[1], np.empty(size)
+
+
+NO_PARTS = (np.empty((0, 0), np.float32), np.empty((0, 0)), np.empty(0))
+"""Empty statistics' parts: for a kernel asked to fill none."""
 
 
 @np.errstate(over="ignore", under="ignore")  # as a decorator: 1 us less than `with` (numpy 2), thread-safe
-def _fill_parts(w: np.ndarray, w_hat: np.ndarray, parts: tuple[np.ndarray, np.ndarray]
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _fill_parts(w: np.ndarray, w_hat: np.ndarray, parts: tuple[np.ndarray, np.ndarray, np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``parts`` (:func:`stats_parts`) filled for alike-shaped float32 ``w`` and ``w_hat`` by numpy."""
-    squares, difference = parts
+    squares, wide, difference = parts
     d = w_hat - w
-    if squares.shape[0] == 3:
-        for row, a in zip(squares, (w, w_hat, d)):
+    if wide.size:
+        for row, a in zip(wide, (w, w_hat, d)):
             np.square(a, out=row.reshape(a.shape), dtype=np.float64)
     else:
         np.square(w, out=squares[0].reshape(w.shape), dtype=np.float32)
